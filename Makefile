@@ -1,0 +1,43 @@
+# The two set-up commands of the README:
+#   make book   builds the environment if missing, generates SynthReID, executes every notebook
+#               with papermill (profile "synthetic"), renders the HTML book to build/book/_build/html
+#   make test   builds the environment if missing, runs the unit tests, then nbval over the
+#               committed executed notebooks (profile "smoke")
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.reidnb-installed
+
+.PHONY: book test unit nbval notebooks bench env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[book,test]'
+	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)"
+	@touch $@
+
+book: $(STAMP)
+	$(PY) -m reidnb book --profile synthetic
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Re-execute the chapters in the smoke profile into the committed notebooks/NN_topic.ipynb.
+notebooks: $(STAMP)
+	$(PY) -c "from reidnb.bookjob import refresh_committed; refresh_committed()"
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build runs

@@ -1,0 +1,100 @@
+"""The main job: generate SynthReID, execute every chapter with papermill, render the book.
+
+Also `refresh_committed`, which re-executes the chapters in the `smoke` profile into the paired
+`notebooks/NN_topic.ipynb` files that nbval checks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+
+def chapter_sources(notebooks_dir: Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """The jupytext sources `NN_topic.py`, in chapter order."""
+    srcs = sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.py"))
+    if only:
+        srcs = [p for p in srcs if any(p.stem.startswith(o) for o in only)]
+    if not srcs:
+        raise FileNotFoundError(f"no chapter sources NN_topic.py in {notebooks_dir}")
+    return srcs
+
+
+def clean_notebook(nb) -> None:
+    """Drop volatile metadata (timings, papermill bookkeeping) so committed diffs stay small."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.get("widgets", {})  # widget state is kept: the static book renders it
+
+
+def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
+                     log_output: bool = False) -> float:
+    """jupytext source -> executed .ipynb with papermill; returns the seconds it took."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(src)
+    nb.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    tmp_in = out.with_suffix(".input.ipynb")
+    nbformat.write(nb, tmp_in)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(tmp_in), str(out), parameters=parameters, cwd=str(cwd),
+                            kernel_name="python3", progress_bar=False, log_output=log_output)
+    finally:
+        tmp_in.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    done = nbformat.read(out, as_version=4)
+    clean_notebook(done)
+    nbformat.write(done, out)
+    return seconds
+
+
+def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "build",
+             device: str = "cpu", only: list[str] | None = None) -> int:
+    """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
+    from .book import build as build_book
+    from .experiments import SYNTH_SIZE, Experiment, dataset_root
+
+    out_dir = REPO / out
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    print(f"[1/3] SynthReID ({SYNTH_SIZE.get(profile, 'default')}) in {data_root}/", flush=True)
+    t = time.perf_counter()
+    folder = dataset_root(Experiment(name="data", synth_size=SYNTH_SIZE.get(profile, "default")),
+                          REPO / data_root)
+    timings["synthreid"] = time.perf_counter() - t
+    print(f"      {folder} ready ({timings['synthreid']:.1f} s)", flush=True)
+    srcs = chapter_sources(only=only)
+    params = {"profile": profile, "data_root": data_root, "device": device}
+    for i, src in enumerate(srcs, 1):
+        print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile})", flush=True)
+        timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params)
+        print(f"      done in {timings[src.stem]:.0f} s", flush=True)
+    print("[3/3] rendering the book", flush=True)
+    t = time.perf_counter()
+    index = build_book(executed_dir=out_dir / "executed", out_dir=out_dir / "book")
+    timings["book"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    (out_dir / "main_job_timings.json").write_text(json.dumps(timings, indent=2))
+    print("\n".join(f"  {k:32s} {v:8.1f} s" for k, v in timings.items()))
+    print(f"book: {index}")
+    return 0
+
+
+def refresh_committed(only: list[str] | None = None) -> None:
+    """Re-execute every chapter in the smoke profile into notebooks/NN_topic.ipynb (for nbval)."""
+    for src in chapter_sources(only=only):
+        secs = execute_notebook(src, src.with_suffix(".ipynb"),
+                                {"profile": "smoke", "data_root": "data", "device": "cpu"})
+        print(f"{src.with_suffix('.ipynb').name}: {secs:.0f} s")

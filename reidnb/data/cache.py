@@ -1,0 +1,56 @@
+"""Decode a list of records once into a uint8 tensor, so training never touches JPEG again.
+
+DESIGN.md's data flow: folder -> records -> decoded uint8 image cache -> batched augmentation.
+At 128x64 the default SynthReID (about 7k images) takes about 170 MB; Market-1501 at 256x128 about 3.4 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .records import DatasetError, Sample
+
+
+def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
+    """Read one image as uint8 HxWx3 RGB, resized (bilinear) to height x width."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (width, height):
+                im = im.resize((width, height), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read image {path}: {err} (expected a JPEG/PNG image)") from err
+
+
+@dataclass
+class ImageCache:
+    """Images (N,3,H,W) uint8 with their pids and 0-based camera ids, in record order."""
+
+    images: torch.Tensor
+    pids: torch.Tensor
+    camids: torch.Tensor
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: str | torch.device) -> "ImageCache":
+        return ImageCache(self.images.to(device), self.pids.to(device), self.camids.to(device),
+                          self.paths)
+
+    @classmethod
+    def from_records(cls, records: list[Sample], height: int = 128, width: int = 64) -> "ImageCache":
+        if not records:
+            raise DatasetError("cannot build an image cache from an empty list of records")
+        images = torch.empty((len(records), 3, height, width), dtype=torch.uint8)
+        for i, rec in enumerate(records):
+            images[i] = torch.from_numpy(load_image(rec.path, height, width)).permute(2, 0, 1)
+        pids = torch.tensor([r.pid for r in records], dtype=torch.long)
+        camids = torch.tensor([r.camid for r in records], dtype=torch.long)
+        return cls(images, pids, camids, [r.path for r in records])

@@ -1,0 +1,260 @@
+"""One training and evaluation engine for every chapter.
+
+`fit` runs epochs of an `Objective` (which batches to draw, and how one step turns a batch into named
+losses), with SGD/Adam, step decay and warm-up, bf16 autocast on CUDA, a progress bar, a checkpoint
+written atomically after every epoch, and resume from it. Randomness is drawn from generators seeded by
+(seed, epoch), so a run that was killed and resumed ends with the same weights as one that was not.
+`evaluate` extracts features (with flip averaging), computes distances and CMC/mAP.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data.cache import ImageCache
+from .data.transforms import normalize
+from .io import atomic_torch_save
+from .losses import pairwise_distances
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all objectives (each field one documented choice)."""
+
+    epochs: int = 10
+    optimizer: str = "sgd"            # "sgd" | "adam"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_steps: tuple[int, ...] = ()    # epochs at which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    warmup_epochs: int = 0            # linear warm-up from lr/10 (Luo et al. 2019)
+    amp: bool = True                  # bf16 autocast, only on CUDA
+    seed: int = 0
+    grad_clip: float | None = None
+
+
+class Objective(Protocol):
+    """What a chapter supplies: the batches of an epoch, and one step's named losses."""
+
+    def epoch_batches(self, rng: np.random.Generator) -> list[Any]: ...
+
+    def step(self, model: nn.Module, batch: Any, gen: torch.Generator,
+             device: torch.device) -> dict[str, torch.Tensor]: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, and ask torch for deterministic kernels where it has them."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "host": platform.node()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adam'")
+
+
+def lr_at(epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of an epoch (0-based): warm-up, then x lr_gamma at each of lr_steps."""
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return cfg.lr * (0.1 + 0.9 * epoch / cfg.warmup_epochs)
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= s for s in cfg.lr_steps)
+
+
+def _epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    rng = np.random.default_rng([seed, epoch])
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    torch.manual_seed(seed * 100_003 + epoch)  # dropout and other global-RNG users
+    return rng, gen
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # one dict of mean losses per epoch
+    resumed_from: int | None = None
+    wall_time_s: float = 0.0
+
+
+def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path | None = None,
+        device: str | torch.device = "cpu", progress: bool = True,
+        on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Train `model` for `cfg.epochs`; resume from `run_dir/checkpoint.pt` if it exists.
+
+    The checkpoint holds the model, optimizer, history and the next epoch. It is replaced
+    atomically at the end of each epoch, so killing the process at any moment loses at most the
+    epoch in progress. A NaN/inf loss raises `NonFiniteLossError` naming the loss, epoch and step.
+    """
+    device = torch.device(device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    opt = build_optimizer(model, cfg)
+    result = FitResult()
+    start_epoch = 0
+    ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir else None
+    if ckpt_path and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("train_config") != asdict(cfg):
+            raise ValueError(f"{ckpt_path} was written with another configuration; remove it or "
+                             "use another run folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = state["next_epoch"]
+        result.history = state["history"]
+        result.resumed_from = start_epoch
+        result.wall_time_s = state.get("wall_time_s", 0.0)
+    use_amp = cfg.amp and device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = lr_at(epoch, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rng, gen = _epoch_generators(cfg.seed, epoch)
+        batches = objective.epoch_batches(rng)
+        if not batches:
+            raise ValueError("the objective produced no batch for an epoch (too few samples?)")
+        sums: dict[str, float] = {}
+        model.train()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                losses = objective.step(model, batch, gen, device)
+            total = losses["loss"]
+            if not torch.isfinite(total):
+                bad = {k: float(v.detach()) for k, v in losses.items()
+                       if not math.isfinite(float(v.detach()))}
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {bad}; lr={lr:g}. "
+                    f"Last good checkpoint: {ckpt_path or 'none (no run_dir)'}. Lower the learning "
+                    "rate or check the inputs.")
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if progress:
+                bar.set_postfix(loss=f"{float(total):.3f}")
+        row = {"epoch": epoch + 1, "lr": lr, **{k: v / len(batches) for k, v in sums.items()},
+               "time_s": time.perf_counter() - t0}
+        result.history.append(row)
+        result.wall_time_s += row["time_s"]
+        if ckpt_path:
+            atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "next_epoch": epoch + 1, "history": result.history,
+                                          "train_config": asdict(cfg),
+                                          "wall_time_s": result.wall_time_s})
+        if on_epoch_end:
+            on_epoch_end(epoch + 1, row)
+    return result
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, cache: ImageCache, device: str | torch.device = "cpu",
+                     batch_size: int = 128, flip: bool = True, which: str = "feat_bn",
+                     amp: bool = True) -> torch.Tensor:
+    """Embeddings (N, D) of every cached image, averaged with the left-right flip when `flip`."""
+    device = torch.device(device)
+    model.eval().to(device)
+    use_amp = amp and device.type == "cuda"
+    out = []
+    for i in range(0, len(cache), batch_size):
+        x = normalize(cache.images[i:i + batch_size].to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            f = getattr(model(x), which).float()
+            if flip:
+                f = (f + getattr(model(x.flip(-1)), which).float()) / 2
+        out.append(f)
+    return torch.cat(out)
+
+
+def compute_distmat(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
+    """Query x gallery distances: 'euclidean', or 'cosine' (1 - cosine similarity)."""
+    if metric == "euclidean":
+        return pairwise_distances(qf, gf)
+    if metric == "cosine":
+        qn, gn = nn.functional.normalize(qf, dim=1), nn.functional.normalize(gf, dim=1)
+        return 1 - qn @ gn.t()
+    raise ValueError(f"unknown metric {metric!r}; choose 'euclidean' or 'cosine'")
+
+
+@dataclass
+class EvalResult:
+    """CMC (fractions, ranks 1..max_rank), mAP, and the named ranks the claims ledger uses."""
+
+    cmc: np.ndarray
+    mAP: float
+    protocol: str = "single_query"
+
+    def metrics(self) -> dict[str, float]:
+        """Percentages keyed as in the claims ledger: rank1, rank5, rank10, rank20, mAP."""
+        out = {f"rank{k}": 100.0 * float(self.cmc[k - 1]) for k in (1, 5, 10, 20)
+               if k <= len(self.cmc)}
+        out["mAP"] = 100.0 * self.mAP
+        return out
+
+
+def evaluate(model: nn.Module, query: ImageCache, gallery: ImageCache,
+             device: str | torch.device = "cpu", flip: bool = True, metric: str = "euclidean",
+             which: str = "feat_bn", rerank: bool = False, max_rank: int = 50,
+             ap: str = "standard", return_distmat: bool = False):
+    """Single-query Market-1501 protocol (optionally + k-reciprocal re-ranking)."""
+    from .metrics import evaluate_rank, re_ranking
+
+    qf = extract_features(model, query, device, flip=flip, which=which)
+    gf = extract_features(model, gallery, device, flip=flip, which=which)
+    distmat = compute_distmat(qf, gf, metric)
+    protocol = "single_query"
+    if rerank:
+        distmat = torch.as_tensor(re_ranking(distmat, compute_distmat(qf, qf, metric),
+                                             compute_distmat(gf, gf, metric)))
+        protocol = "rerank"
+    max_rank = min(max_rank, len(gallery))
+    cmc, mAP = evaluate_rank(distmat.cpu().numpy(), query.pids.numpy(), gallery.pids.numpy(),
+                             query.camids.numpy(), gallery.camids.numpy(), max_rank=max_rank, ap=ap)
+    res = EvalResult(np.asarray(cmc), float(mAP), protocol)
+    return (res, distmat.cpu().numpy()) if return_distmat else res

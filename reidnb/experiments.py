@@ -1,0 +1,220 @@
+"""Experiments: each paper's configuration per profile, run once and cached by configuration.
+
+Profiles
+- `smoke`: tiny SynthReID, ResNet-18, a couple of epochs; what CI and nbval run (seconds).
+- `synthetic`: the default SynthReID, ResNet-18 at 128x64; what the book's main job runs on a CPU.
+- `paper`: the paper's protocol (ResNet-50, 256x128, its epochs and schedule) on a real data set; run it
+  on a GPU with your own copy of the data (`dataset`, `data_root`).
+
+`run_experiment` stores everything under `runs/<name>-<dataset>-<hash>/`: `checkpoint.pt` (resumable)
+and `record.json` (the run record). A complete record with the same configuration hash is reused, so
+rebuilding the book does not retrain.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import build_dataset
+from .data.cache import ImageCache
+from .data.transforms import BatchAugment
+from .engine import (TrainConfig, device_info, evaluate, fit, resolve_device)
+from .io import atomic_write_json, read_json
+from .models import build_model
+from .objectives import IdentityObjective, TripletObjective
+
+PROFILES = ("smoke", "synthetic", "paper")
+SYNTH_SIZE = {"smoke": "smoke", "synthetic": "default"}
+OBJECTIVES = {"identity": IdentityObjective, "triplet": TripletObjective}
+
+
+@dataclass
+class Experiment:
+    """Everything that determines a run's result; its hash names the run folder."""
+
+    name: str
+    paper: str = "baseline"
+    profile: str = "synthetic"
+    dataset: str = "synthreid"
+    synth_size: str = "default"
+    synth_seed: int = 0
+    height: int = 128
+    width: int = 64
+    model: str = "ide"
+    model_kwargs: dict = field(default_factory=dict)
+    objective: str = "identity"
+    objective_kwargs: dict = field(default_factory=dict)
+    augment: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: dict = field(default_factory=lambda: {"flip": True, "metric": "euclidean",
+                                                "which": "feat_bn"})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:10]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-{self.dataset}-{self.key()}"
+
+    def replace(self, **changes) -> "Experiment":
+        """A copy with fields changed; `train=dict(...)` updates fields of the TrainConfig."""
+        new = copy.deepcopy(self)
+        for k, v in changes.items():
+            if k == "train" and isinstance(v, dict):
+                for tk, tv in v.items():
+                    if tk not in {f.name for f in fields(TrainConfig)}:
+                        raise ValueError(f"unknown TrainConfig field {tk!r}")
+                    setattr(new.train, tk, tuple(tv) if tk == "lr_steps" else tv)
+            elif k in {"model_kwargs", "objective_kwargs", "augment", "eval"} and isinstance(v, dict):
+                getattr(new, k).update(v)
+            elif hasattr(new, k):
+                setattr(new, k, v)
+            else:
+                raise ValueError(f"unknown Experiment field {k!r}")
+        return new
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+
+
+def ide_experiment(profile: str = "synthetic", dataset: str | None = None, seed: int = 0
+                   ) -> Experiment:
+    """The IDE baseline (Zheng et al. 2016) as each profile runs it."""
+    check_profile(profile)
+    if profile == "paper":
+        return Experiment(
+            name="ide", profile=profile, dataset=dataset or "market1501", height=256, width=128,
+            model_kwargs={"backbone": "resnet50", "last_stride": 1, "bnneck": False},
+            objective_kwargs={"sampler": "random", "batch_size": 32},
+            augment={"flip_p": 0.5, "pad": 10, "erasing_p": 0.0},
+            train=TrainConfig(epochs=60, lr=0.05, lr_steps=(40,), warmup_epochs=0, seed=seed))
+    smoke = profile == "smoke"
+    return Experiment(
+        name="ide", profile=profile, dataset=dataset or "synthreid", synth_size=SYNTH_SIZE[profile],
+        model_kwargs={"backbone": "resnet18", "last_stride": 2, "bnneck": True,
+                      "pretrained": "auto"},
+        objective_kwargs={"sampler": "random", "batch_size": 32},
+        augment={"flip_p": 0.5, "pad": 4, "erasing_p": 0.3},
+        train=TrainConfig(epochs=3 if smoke else 14, lr=0.05, lr_steps=() if smoke else (10,),
+                          warmup_epochs=0 if smoke else 1, seed=seed))
+
+
+def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
+    """Where an experiment's data lives; SynthReID is generated there on first use."""
+    root = Path(data_root)
+    if exp.dataset != "synthreid":
+        return root
+    folder = root / f"synthreid-{exp.synth_size}-seed{exp.synth_seed}"
+    if not (folder / "synthreid.json").exists():
+        from .data.synthetic import generate
+        generate(folder, size=exp.synth_size, seed=exp.synth_seed, overwrite=folder.exists())
+    return folder
+
+
+def load_data(exp: Experiment, data_root: str | Path = "data"):
+    """(dataset records, train/query/gallery image caches) at the experiment's image size."""
+    ds = build_dataset(exp.dataset, dataset_root(exp, data_root))
+    caches = {split: ImageCache.from_records(getattr(ds, split), exp.height, exp.width)
+              for split in ("train", "query", "gallery")}
+    return ds, caches
+
+
+def build_for(exp: Experiment, num_classes: int) -> torch.nn.Module:
+    return build_model(exp.model, num_classes, **exp.model_kwargs)
+
+
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_dir_for(exp: Experiment, runs_dir: str | Path = "runs") -> Path:
+    return Path(runs_dir) / exp.run_name
+
+
+def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: str | Path = "runs",
+                   device: str = "auto", progress: bool = True, force: bool = False) -> dict:
+    """Train and evaluate `exp`, or return its cached complete run record."""
+    run_dir = run_dir_for(exp, runs_dir)
+    record_path = run_dir / "record.json"
+    if record_path.exists() and not force:
+        record = read_json(record_path)
+        if record.get("status") == "complete":
+            return record
+    dev = resolve_device(device)
+    t_start = time.perf_counter()
+    ds, caches = load_data(exp, data_root)
+    model = build_for(exp, ds.num_train_pids)
+    objective = OBJECTIVES[exp.objective](caches["train"], augment=BatchAugment(**exp.augment),
+                                          **exp.objective_kwargs)
+    record = {
+        "name": exp.name, "paper": exp.paper, "profile": exp.profile, "key": exp.key(),
+        "run_name": exp.run_name, "status": "running", "config": exp.to_dict(),
+        "dataset": {"name": exp.dataset, "root": str(ds.root), "stats": ds.stats()},
+        "weights_init": getattr(model, "weights_init", {"source": "unknown"}),
+        "device": device_info(dev), "versions": _versions(), "git": git_sha(),
+        "started": _now(), "history": [],
+    }
+
+    def checkpoint_record(epoch: int, row: dict) -> None:
+        record["history"].append(row)
+        atomic_write_json(record_path, record)
+
+    result = fit(model, objective, exp.train, run_dir, dev, progress, checkpoint_record)
+    record["history"] = result.history
+    record["resumed_from_epoch"] = result.resumed_from
+    ev = evaluate(model, caches["query"], caches["gallery"], dev, **exp.eval)
+    record["metrics"] = {ev.protocol: ev.metrics()}
+    record["cmc"] = {ev.protocol: [float(c) for c in ev.cmc]}
+    record["train_time_s"] = result.wall_time_s
+    record["wall_time_s"] = time.perf_counter() - t_start
+    record["finished"] = _now()
+    record["status"] = "complete"
+    atomic_write_json(record_path, record)
+    return record
+
+
+def load_trained(exp: Experiment, runs_dir: str | Path = "runs", num_classes: int | None = None,
+                 device: str = "cpu") -> torch.nn.Module:
+    """The model of a finished run, rebuilt from its configuration and checkpoint."""
+    run_dir = run_dir_for(exp, runs_dir)
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}; run run_experiment(exp) first")
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    if num_classes is None:
+        num_classes = read_json(run_dir / "record.json")["dataset"]["stats"]["train"]["ids"]
+    kwargs = dict(exp.model_kwargs, pretrained=False)
+    model = build_model(exp.model, num_classes, **kwargs)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _versions() -> dict:
+    import numpy
+    import torchvision
+    return {"reidnb": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,52 @@
+"""Loss functions of the five papers, as pure functions of tensors.
+
+Shapes: B = batch, C = identities, D = embedding size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+                  ) -> torch.Tensor:
+    """Identity loss (B,C),(B,) -> scalar; `label_smoothing` eps as in Szegedy et al. 2016 (li2019 Eq. 6)."""
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def pairwise_distances(x: torch.Tensor, y: torch.Tensor | None = None, squared: bool = False
+                       ) -> torch.Tensor:
+    """Euclidean distances (N,D),(M,D) -> (N,M), clamped before the square root for stable grads."""
+    y = x if y is None else y
+    d2 = (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * x @ y.t()).clamp_min(0)
+    return d2 if squared else d2.clamp_min(1e-12).sqrt()
+
+
+def batch_hard_triplet(feat: torch.Tensor, pids: torch.Tensor, margin: float | None = 0.3
+                       ) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017, Eq. 5); li2019 Sec. 3.3.
+
+    For each anchor: the farthest positive and the nearest negative in the batch (P x K sampling).
+    `margin=None` uses the soft margin log(1 + exp(d_ap - d_an)).
+    """
+    dist = pairwise_distances(feat)
+    same = pids.unsqueeze(0) == pids.unsqueeze(1)
+    if not (same.sum(1) > 1).all() or same.all():
+        raise ValueError("batch-hard triplet needs >= 2 images per identity and >= 2 identities")
+    d_ap = dist.masked_fill(~same, float("-inf")).amax(1)
+    d_an = dist.masked_fill(same, float("inf")).amin(1)
+    if margin is None:
+        return F.softplus(d_ap - d_an).mean()
+    return F.relu(d_ap - d_an + margin).mean()
+
+
+def triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                   margin: float = 1.0, p: float = 2.0) -> torch.Tensor:
+    """Plain triplet loss on given triplets, max(d(a,p) - d(a,n) + m, 0) (the lakshmi tutorial)."""
+    return F.triplet_margin_loss(anchor, positive, negative, margin=margin, p=p)
+
+
+def verification(pair_logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Binary same/different identity loss on (B,2) pair logits (jeong2020 Eq. 7, jamal2020, zheng2019)."""
+    return F.cross_entropy(pair_logits, same.long())
