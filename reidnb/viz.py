@@ -1,0 +1,364 @@
+"""Figures for the book: retrieval grids, CMC and loss curves, attention overlays, image grids.
+
+Every function builds a `matplotlib.figure.Figure` directly (no pyplot), so nothing is shown or
+kept in a global registry: a notebook displays the returned figure once, and any backend (Agg
+included) can save it. Images may be uint8 HxWx3 arrays, uint8 (3,H,W) tensors, float (3,H,W)
+tensors normalised with the ImageNet mean/std, or file paths (loaded with PIL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from reidnb.cam import normalize_maps, upsample_maps
+from reidnb.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+CORRECT_COLOR = "#1a9850"  # green frame: same identity as the query
+WRONG_COLOR = "#d73027"  # red frame: another identity (or a distractor)
+QUERY_COLOR = "#2c3e50"  # dark frame around the query image
+FRAME_WIDTH = 3.0
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+def denormalize(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """ImageNet-normalised float (3,H,W) or (B,3,H,W) -> uint8 (H,W,3) or (B,H,W,3)."""
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.dim() not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(
+            f"reidnb.viz.denormalize: expected (3,H,W) or (B,3,H,W), got {tuple(x.shape)}"
+        )
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = (x * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1).numpy()
+
+
+def _load_path(path: str | Path) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reidnb.viz: image file not found: {p}")
+    with Image.open(p) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _as_uint8_image(item: Any, images_as: str = "arrays") -> np.ndarray:
+    """One image as uint8 (H,W,3); `images_as` is 'arrays' or 'paths'."""
+    if images_as == "paths":
+        if not isinstance(item, (str, Path)):
+            raise TypeError(
+                f"reidnb.viz: images_as='paths' expects str/Path items, got {type(item)}"
+            )
+        return _load_path(item)
+    if images_as != "arrays":
+        raise ValueError(f"reidnb.viz: images_as must be 'arrays' or 'paths', got {images_as!r}")
+    if isinstance(item, (str, Path)):
+        raise TypeError(
+            "reidnb.viz: got a file path with images_as='arrays'; pass images_as='paths'"
+        )
+    if isinstance(item, torch.Tensor):
+        if item.dtype != torch.uint8:
+            return denormalize(item)
+        item = item.detach().cpu().numpy()
+        if item.ndim == 3 and item.shape[0] == 3 and item.shape[-1] != 3:
+            item = item.transpose(1, 2, 0)
+    arr = np.asarray(item)
+    if arr.dtype != np.uint8:
+        raise TypeError(
+            f"reidnb.viz: expected a uint8 HxWx3 array, got dtype {arr.dtype}; "
+            "use denormalize() for normalised float images"
+        )
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"reidnb.viz: expected an HxWx3 image, got shape {arr.shape}")
+    return arr
+
+
+def _as_image_list(images: Any, images_as: str = "arrays") -> list[np.ndarray]:
+    """A batch ((B,...) array/tensor or a sequence) as a list of uint8 (H,W,3) arrays."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        items: Sequence[Any] = list(images)
+    elif isinstance(images, (str, Path)) or (
+        isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 3
+    ):
+        items = [images]
+    else:
+        items = list(images)
+    return [_as_uint8_image(it, images_as) for it in items]
+
+
+def _show(ax: Any, img: np.ndarray, frame: str | None = None) -> None:
+    """Image without ticks; `frame` colours the four spines (None hides them)."""
+    ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        if frame is None:
+            spine.set_visible(False)
+        else:
+            spine.set_visible(True)
+            spine.set_edgecolor(frame)
+            spine.set_linewidth(FRAME_WIDTH)
+
+
+def image_grid(images: Any, titles: Sequence[str] | None = None, ncols: int = 8,
+               images_as: str = "arrays") -> Figure:
+    """Images in a grid of `ncols` columns (e.g. SynthReID samples per camera)."""
+    imgs = _as_image_list(images, images_as)
+    if not imgs:
+        raise ValueError("reidnb.viz.image_grid: no images given")
+    if titles is not None and len(titles) != len(imgs):
+        raise ValueError(f"reidnb.viz.image_grid: {len(titles)} titles for {len(imgs)} images")
+    ncols = max(1, min(ncols, len(imgs)))
+    nrows = -(-len(imgs) // ncols)
+    fig = Figure(figsize=(1.1 * ncols, 2.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        if i >= len(imgs):
+            fig.delaxes(ax)
+            continue
+        _show(ax, imgs[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval
+
+
+def ranked_gallery(distmat_row: np.ndarray, q_pid: int, q_camid: int, g_pids: np.ndarray,
+                   g_camids: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k nearest gallery items after the Market-1501 exclusion.
+
+    Gallery items with the query's identity *and* camera are dropped (Zheng et al. 2015, the
+    protocol `evaluate_rank` uses); ties keep gallery order (stable sort).
+    """
+    row = np.asarray(distmat_row).reshape(-1)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    if not (row.shape == g_pids.shape == g_camids.shape):
+        raise ValueError(
+            f"reidnb.viz.ranked_gallery: distmat row {row.shape}, g_pids {g_pids.shape} and "
+            f"g_camids {g_camids.shape} must have the same length"
+        )
+    order = np.argsort(row, kind="stable")
+    keep = ~((g_pids[order] == q_pid) & (g_camids[order] == q_camid))
+    return order[keep][:k]
+
+
+def retrieval_grid(query_imgs: Any, gallery_imgs: Any, distmat: np.ndarray, q_pids: np.ndarray,
+                   g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
+                   topk: int = 10, num_queries: int = 4,
+                   query_indices: Sequence[int] | None = None,
+                   images_as: str = "arrays") -> Figure:
+    """One row per query: the query, then its top-k gallery matches framed green/red.
+
+    Under each match: its rank (title) and distance. `query_indices` defaults to `num_queries`
+    queries spread evenly over the query set. Images are indexed lazily, so a list of paths for
+    the whole gallery is fine.
+    """
+    if isinstance(distmat, torch.Tensor):
+        distmat = distmat.detach().cpu().numpy()
+    distmat = np.asarray(distmat)
+    nq, ng = distmat.shape
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    if len(q_pids) != nq or len(q_camids) != nq or len(g_pids) != ng or len(g_camids) != ng:
+        raise ValueError(
+            f"reidnb.viz.retrieval_grid: distmat is {nq}x{ng} but got {len(q_pids)} q_pids, "
+            f"{len(q_camids)} q_camids, {len(g_pids)} g_pids, {len(g_camids)} g_camids"
+        )
+    if query_indices is None:
+        query_indices = np.unique(np.linspace(0, nq - 1, min(num_queries, nq)).round().astype(int))
+    query_indices = [int(i) for i in query_indices]
+    bad = [i for i in query_indices if not 0 <= i < nq]
+    if bad:
+        raise IndexError(f"reidnb.viz.retrieval_grid: query indices {bad} outside [0, {nq})")
+    nrows, ncols = len(query_indices), topk + 1
+    fig = Figure(figsize=(1.05 * ncols, 2.45 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r, qi in enumerate(query_indices):
+        ranked = ranked_gallery(distmat[qi], q_pids[qi], q_camids[qi], g_pids, g_camids, topk)
+        qax = axes[r, 0]
+        _show(qax, _as_uint8_image(query_imgs[qi], images_as), QUERY_COLOR)
+        qax.set_title("query", fontsize=8, fontweight="bold")
+        qax.set_xlabel(f"id {q_pids[qi]} cam {q_camids[qi]}", fontsize=7)
+        for c in range(1, ncols):
+            ax = axes[r, c]
+            if c - 1 >= len(ranked):
+                ax.set_axis_off()
+                continue
+            gi = int(ranked[c - 1])
+            hit = g_pids[gi] == q_pids[qi]
+            _show(ax, _as_uint8_image(gallery_imgs[gi], images_as),
+                  CORRECT_COLOR if hit else WRONG_COLOR)
+            ax.set_title(f"#{c}", fontsize=8)
+            ax.set_xlabel(f"{distmat[qi, gi]:.2f}", fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# curves
+
+
+def cmc_curve(curves: Mapping[str, Any], max_rank: int = 20) -> Figure:
+    """CMC curves (fractions in [0, 1], as `evaluate_rank` returns) plotted in percent."""
+    if not curves:
+        raise ValueError("reidnb.viz.cmc_curve: no curves given")
+    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ranks = np.arange(1, max_rank + 1)
+    for name, cmc in curves.items():
+        cmc = np.asarray(cmc, dtype=float).reshape(-1)
+        if len(cmc) < max_rank:
+            raise ValueError(
+                f"reidnb.viz.cmc_curve: curve {name!r} has {len(cmc)} ranks, need {max_rank}"
+            )
+        if cmc.min() < 0 or cmc.max() > 1:
+            raise ValueError(
+                f"reidnb.viz.cmc_curve: curve {name!r} must hold fractions in [0, 1]"
+            )
+        ax.plot(ranks, 100 * cmc[:max_rank], marker="o", markersize=3,
+                label=f"{name} (R1 {100 * cmc[0]:.1f}%)")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_xlim(1, max_rank)
+    ax.set_xticks(ranks if max_rank <= 20 else np.linspace(1, max_rank, 10).round())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("CMC")
+    return fig
+
+
+_X_KEYS = ("epoch", "step", "iter", "iteration")
+
+
+def _history_columns(history: Any) -> tuple[np.ndarray, str, dict[str, np.ndarray]]:
+    """(x, x label, numeric columns) from a list of records or a dict of lists."""
+    if isinstance(history, Mapping):
+        cols = {k: np.asarray(v, dtype=float) for k, v in history.items()}
+        x_key = next((k for k in _X_KEYS if k in cols), None)
+    else:
+        records = list(history)
+        if not all(isinstance(r, Mapping) for r in records):
+            raise TypeError("reidnb.viz.loss_curves: history must be a dict of lists or dicts")
+        keys = list(dict.fromkeys(k for r in records for k in r))
+        cols = {}
+        for k in keys:
+            vals = [r.get(k, np.nan) for r in records]
+            if all(isinstance(v, (int, float, np.number)) for v in vals):
+                cols[k] = np.asarray(vals, dtype=float)
+        x_key = next((k for k in _X_KEYS if k in cols), None)
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"reidnb.viz.loss_curves: columns differ in length: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    x = cols.pop(x_key) if x_key else np.arange(1, n + 1, dtype=float)
+    return x, x_key or "record", cols
+
+
+def loss_curves(history: Any, keys: Sequence[str] | None = None) -> Figure:
+    """One line per loss term.
+
+    history: list of per-epoch/step records (dicts) or a dict name -> list of values. An
+    "epoch"/"step" entry is the x axis. Plotted terms are `keys`, else every column whose name
+    contains "loss", else every numeric column.
+    """
+    x, x_label, cols = _history_columns(history)
+    if keys is None:
+        keys = [k for k in cols if "loss" in k.lower()] or list(cols)
+    missing = [k for k in keys if k not in cols]
+    if missing:
+        raise KeyError(f"reidnb.viz.loss_curves: no numeric column {missing}; have {list(cols)}")
+    if not keys:
+        raise ValueError("reidnb.viz.loss_curves: history has no numeric columns to plot")
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for k in keys:
+        ax.plot(x, cols[k], marker="." if len(x) <= 50 else None, label=k)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("training losses")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+
+
+def overlay_heatmap(image: np.ndarray, amap: Any, alpha: float = 0.5,
+                    cmap: str = "jet") -> np.ndarray:
+    """Blend a map (h,w), resized to the image and min-max scaled, over a uint8 (H,W,3) image."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"reidnb.viz.overlay_heatmap: alpha must be in [0, 1], got {alpha}")
+    m = torch.as_tensor(np.asarray(amap, dtype=np.float32) if not isinstance(amap, torch.Tensor)
+                        else amap.detach().float().cpu())
+    if m.dim() != 2:
+        raise ValueError(f"reidnb.viz.overlay_heatmap: map must be (h, w), got {tuple(m.shape)}")
+    h, w = image.shape[:2]
+    m = normalize_maps(upsample_maps(m[None], (h, w)))[0].numpy()
+    heat = matplotlib.colormaps[cmap](m)[..., :3]
+    out = (1.0 - alpha) * image.astype(np.float32) / 255.0 + alpha * heat
+    return (out * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+def _as_map_list(maps: Any, n: int, what: str) -> list[Any]:
+    items = list(maps)
+    if len(items) != n:
+        raise ValueError(f"reidnb.viz: {what} has {len(items)} maps for {n} images")
+    return items
+
+
+def attention_overlay(images: Any, maps: Any, alpha: float = 0.5,
+                      titles: Sequence[str] | None = None, images_as: str = "arrays") -> Figure:
+    """One overlay per image: each map (h,w) upsampled to its image, jet colour map, one row."""
+    imgs = _as_image_list(images, images_as)
+    overlays = [overlay_heatmap(img, m, alpha)
+                for img, m in zip(imgs, _as_map_list(maps, len(imgs), "maps"))]
+    return image_grid(overlays, titles=titles, ncols=len(overlays))
+
+
+def attention_grid(rows: Mapping[str, Any], images: Any, alpha: float = 0.5,
+                   orientation: str = "rows", images_as: str = "arrays") -> Figure:
+    """Input images beside the maps of several models ("input / baseline / +AM / +AM+UL").
+
+    rows: model name -> (B, h, w) maps. With orientation="rows" the inputs form the first row
+    and each entry one more row; with "columns" each image is a row and the models are columns,
+    the layout of jeong2020 Fig. 5.
+    """
+    if orientation not in ("rows", "columns"):
+        raise ValueError(
+            "reidnb.viz.attention_grid: orientation must be 'rows' or 'columns', "
+            f"got {orientation!r}"
+        )
+    imgs = _as_image_list(images, images_as)
+    panels = {"input": imgs}
+    for name, maps in rows.items():
+        per_model = _as_map_list(maps, len(imgs), f"entry {name!r}")
+        panels[name] = [overlay_heatmap(img, m, alpha) for img, m in zip(imgs, per_model)]
+    names = list(panels)
+    n_img = len(imgs)
+    shape = (len(names), n_img) if orientation == "rows" else (n_img, len(names))
+    fig = Figure(figsize=(1.1 * shape[1] + 0.6, 2.3 * shape[0]), layout="constrained")
+    axes = fig.subplots(*shape, squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n_img):
+            ax = axes[j, i] if orientation == "rows" else axes[i, j]
+            _show(ax, panels[name][i])
+            if orientation == "rows" and i == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if orientation == "columns" and i == 0:
+                ax.set_title(name, fontsize=9)
+    return fig
