@@ -33,10 +33,9 @@ class BNNeckClassifier(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, bnneck: bool = True, dropout: float = 0.0):
         super().__init__()
         self.bnneck = bnneck
-        self.bn = nn.BatchNorm1d(in_dim)
-        self.bn.bias.requires_grad_(False)
-        nn.init.ones_(self.bn.weight)
-        nn.init.zeros_(self.bn.bias)
+        self.bn = nn.BatchNorm1d(in_dim) if bnneck else nn.Identity()
+        if bnneck:
+            self.bn.bias.requires_grad_(False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(in_dim, num_classes, bias=not bnneck) if num_classes > 0 else None
         if self.classifier is not None:
@@ -45,7 +44,7 @@ class BNNeckClassifier(nn.Module):
                 nn.init.zeros_(self.classifier.bias)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        feat_bn = self.bn(feat) if self.bnneck else feat
+        feat_bn = self.bn(feat)
         logits = None
         if self.classifier is not None:
             logits = self.classifier(self.dropout(feat_bn))

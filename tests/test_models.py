@@ -1,0 +1,64 @@
+import pytest
+import torch
+import torchvision
+
+from reidnb.models import build_backbone, build_model, list_models, register_model
+from reidnb.models.heads import ReIDOutput
+
+
+@pytest.mark.parametrize("arch,channels", [("resnet18", [64, 128, 256, 512]),
+                                           ("resnet50", [256, 512, 1024, 2048]),
+                                           ("vgg16", [128, 256, 512, 512])])
+def test_backbone_stages_match_feature_info(arch, channels):
+    trunk = build_backbone(arch, pretrained=False, last_stride=2)
+    x = torch.randn(1, 3, 64, 32)
+    y = trunk.stem(x)
+    for info, c in zip(trunk.feature_info, channels):
+        y = getattr(trunk, info["module"])(y)
+        assert info["num_chs"] == c == y.shape[1]
+        assert 64 // info["reduction"] == y.shape[2]
+
+
+def test_last_stride_one_keeps_layer4_at_stride_16():
+    trunk = build_backbone("resnet50", pretrained=False, last_stride=1)
+    assert trunk(torch.randn(1, 3, 256, 128)).shape[2:] == (16, 8)
+
+
+def test_imagenet_weights_loaded_from_local_cache(tmp_path):
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    trunk = build_backbone("resnet18", pretrained="auto", cache_dir=tmp_path)
+    assert trunk.weights.source == "imagenet"
+    assert torch.equal(trunk.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+
+
+def test_missing_weights_warn_and_record_random(tmp_path):
+    with pytest.warns(UserWarning, match="no ImageNet weights for resnet18"):
+        trunk = build_backbone("resnet18", pretrained="auto", cache_dir=tmp_path)
+    assert trunk.weights.source == "random"
+    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
+        build_backbone("resnet18", pretrained=True, cache_dir=tmp_path)
+
+
+def test_unknown_backbone_and_model_names_are_refused():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet51'"):
+        build_backbone("resnet51")
+    with pytest.raises(ValueError, match="did you mean 'ide'"):
+        build_model("idee", 3)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("ide", lambda n: None)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("bnneck", [False, True])
+def test_model_returns_reid_output_and_all_params_get_grad(name, bnneck):
+    model = build_model(name, 5, backbone="resnet18", pretrained=False, bnneck=bnneck)
+    for mode in (model.train, model.eval):
+        mode()
+        out = model(torch.randn(2, 3, 64, 32))
+        assert isinstance(out, ReIDOutput) and out.logits.shape == (2, 5)
+    model.train()
+    out = model(torch.randn(4, 3, 64, 32))
+    (out.logits.sum() + out.feat.sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
