@@ -1,0 +1,101 @@
+"""Run records -> tables: what the book shows next to the papers' claims.
+
+A run record is the JSON that `experiments.run_experiment` writes (`runs/<run>/record.json`);
+reference runs worth keeping (e.g. a GPU run) are committed under `results/`. Every number in a
+notebook table comes from here, never typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import read_json
+
+#: Which claims ledger rows an experiment reproduces: name -> [(paper, table, method)].
+CLAIM_LINKS: dict[str, list[tuple[str, str, str]]] = {
+    "ide": [("zheng2019", "3", "IDE baseline")],
+}
+
+
+def load_records(*folders: str | Path, profile: str | None = None,
+                 complete_only: bool = True) -> list[dict]:
+    """Every `record.json` under the given folders (default `runs/` and `results/`)."""
+    folders = folders or ("runs", "results")
+    records = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("**/*.json")):
+            rec = read_json(path)
+            if not isinstance(rec, dict) or "run_name" not in rec:
+                continue
+            if complete_only and rec.get("status") != "complete":
+                continue
+            if profile and rec.get("profile") != profile:
+                continue
+            rec["_path"] = str(path)
+            records.append(rec)
+    return records
+
+
+def metrics_frame(records: list[dict]) -> pd.DataFrame:
+    """Long table: one row per (run, protocol, metric)."""
+    rows = []
+    for rec in records:
+        for protocol, metrics in rec.get("metrics", {}).items():
+            for metric, value in metrics.items():
+                rows.append({"name": rec["name"], "paper": rec.get("paper"),
+                             "profile": rec.get("profile"), "dataset": rec["dataset"]["name"],
+                             "seed": rec["config"]["train"]["seed"], "protocol": protocol,
+                             "metric": metric, "value": value, "run_name": rec["run_name"],
+                             "device": rec.get("device", {}).get("device")})
+    cols = ["name", "paper", "profile", "dataset", "seed", "protocol", "metric", "value",
+            "run_name", "device"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def summary_table(records: list[dict], metrics=("rank1", "rank5", "rank10", "mAP"),
+                  protocol: str = "single_query") -> pd.DataFrame:
+    """Mean and spread over seeds per (name, dataset): columns like 'rank1' and 'rank1 ±'."""
+    df = metrics_frame(records)
+    df = df[(df.protocol == protocol) & df.metric.isin(metrics)]
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby(["name", "dataset", "metric"])["value"]
+    out = g.mean().unstack("metric")[list(m for m in metrics if m in df.metric.unique())]
+    spread = g.std(ddof=0).unstack("metric")
+    seeds = df.groupby(["name", "dataset"])["seed"].nunique().rename("seeds")
+    for m in out.columns.tolist():
+        out[f"{m} ±"] = spread[m]
+    return out.join(seeds).round(2)
+
+
+def claims_vs_runs(claims: pd.DataFrame, records: list[dict],
+                   links: dict[str, list[tuple[str, str, str]]] | None = None) -> pd.DataFrame:
+    """Every claim row with the reproduced value beside it ('not run' where there is none).
+
+    A claim is matched by (paper, table, method) through `links` and by metric and protocol; the
+    run's data set is shown next to it, since SynthReID numbers are not Market-1501 numbers.
+    """
+    links = CLAIM_LINKS if links is None else links
+    mf = metrics_frame(records)
+    out = claims.copy()
+    out["reproduced"] = "not run"
+    out["run dataset"] = ""
+    for name, targets in links.items():
+        runs = mf[mf.name == name]
+        if runs.empty:
+            continue
+        for paper, table, method in targets:
+            sel = (out.paper == paper) & (out.table == table) & (out.method == method)
+            for idx in out.index[sel]:
+                hit = runs[(runs.metric == out.at[idx, "metric"]) &
+                           (runs.protocol == out.at[idx, "protocol"])]
+                if not hit.empty:
+                    vals = hit.groupby("dataset")["value"]
+                    ds = vals.mean().index[0]
+                    mean, std, n = vals.mean().iloc[0], vals.std(ddof=0).iloc[0], vals.size().iloc[0]
+                    out.at[idx, "reproduced"] = f"{mean:.1f}" + (f" ± {std:.1f} (n={n})" if n > 1
+                                                                 else "")
+                    out.at[idx, "run dataset"] = ds
+    return out

@@ -1,0 +1,49 @@
+import pandas as pd
+import pytest
+
+from reidnb.io import atomic_write_json
+from reidnb.results import claims_vs_runs, load_records, metrics_frame, summary_table
+
+
+def _record(name, seed, rank1, mAP, status="complete", profile="smoke"):
+    return {"name": name, "paper": "baseline", "profile": profile, "run_name": f"{name}-{seed}",
+            "status": status, "dataset": {"name": "synthreid"},
+            "config": {"train": {"seed": seed}}, "device": {"device": "cpu"},
+            "metrics": {"single_query": {"rank1": rank1, "mAP": mAP}}}
+
+
+def test_load_records_keeps_complete_runs_of_the_profile(tmp_path):
+    atomic_write_json(tmp_path / "a" / "record.json", _record("ide", 0, 50.0, 30.0))
+    atomic_write_json(tmp_path / "b" / "record.json", _record("ide", 1, 60.0, 40.0, "running"))
+    atomic_write_json(tmp_path / "c" / "record.json", _record("ide", 2, 70.0, 50.0,
+                                                              profile="synthetic"))
+    atomic_write_json(tmp_path / "timings.json", {"total": 3})  # not a run record
+    recs = load_records(tmp_path, profile="smoke")
+    assert [r["run_name"] for r in recs] == ["ide-0"]
+
+
+def test_summary_table_mean_and_spread_over_seeds():
+    recs = [_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0)]
+    table = summary_table(recs, metrics=("rank1", "mAP"))
+    row = table.loc[("ide", "synthreid")]
+    assert row["rank1"] == 55.0 and row["rank1 ±"] == 5.0 and row["seeds"] == 2
+    assert row["mAP"] == 35.0
+
+
+def test_claims_vs_runs_fills_linked_rows_and_says_not_run():
+    claims = pd.DataFrame([
+        {"paper": "p", "table": "3", "dataset": "market1501", "protocol": "single_query",
+         "method": "IDE baseline", "metric": "rank1", "value": 80.0},
+        {"paper": "p", "table": "3", "dataset": "market1501", "protocol": "single_query",
+         "method": "other", "metric": "rank1", "value": 90.0},
+    ])
+    recs = [_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0)]
+    out = claims_vs_runs(claims, recs, links={"ide": [("p", "3", "IDE baseline")]})
+    assert out.loc[0, "reproduced"] == "55.0 ± 5.0 (n=2)"
+    assert out.loc[0, "run dataset"] == "synthreid"
+    assert out.loc[1, "reproduced"] == "not run"
+
+
+def test_metrics_frame_has_one_row_per_metric():
+    df = metrics_frame([_record("ide", 0, 50.0, 30.0)])
+    assert sorted(df.metric) == ["mAP", "rank1"] and set(df.value) == {50.0, 30.0}
