@@ -218,3 +218,29 @@ def _versions() -> dict:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunArtifacts:
+    """What a chapter needs to inspect a finished run: model, data, features and distances."""
+
+    record: dict
+    model: torch.nn.Module
+    dataset: object
+    caches: dict
+    distmat: object
+
+
+def load_run(exp: Experiment, data_root: str | Path = "data", runs_dir: str | Path = "runs",
+             device: str = "cpu") -> RunArtifacts:
+    """Rebuild a finished run's model and recompute its query x gallery distances."""
+    from .engine import compute_distmat, extract_features
+
+    record = read_json(run_dir_for(exp, runs_dir) / "record.json")
+    ds, caches = load_data(exp, data_root)
+    model = load_trained(exp, runs_dir, ds.num_train_pids, device)
+    kw = {"flip": exp.eval.get("flip", True), "which": exp.eval.get("which", "feat_bn")}
+    qf = extract_features(model, caches["query"], device, **kw)
+    gf = extract_features(model, caches["gallery"], device, **kw)
+    distmat = compute_distmat(qf, gf, exp.eval.get("metric", "euclidean")).cpu().numpy()
+    return RunArtifacts(record, model, ds, caches, distmat)
