@@ -36,22 +36,19 @@ seed = 0
 runs_dir = "runs"
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 
+import reidnb.notebook
 from reidnb import cam, viz
 from reidnb.claims import load_claims
 from reidnb.experiments import ide_experiment, load_run, run_experiment
 from reidnb.metrics import evaluate_rank
 from reidnb.results import claims_vs_runs, load_records
 
-warnings.filterwarnings("ignore", message="no ImageNet weights")  # recorded in the run record
-torch.set_num_threads(max(1, torch.get_num_threads()))
-exp = ide_experiment(profile, dataset if profile == "paper" or dataset != "synthreid" else None,
-                     seed=seed)
+reidnb.notebook.setup()
+exp = ide_experiment(profile, dataset, seed=seed)
 pd.DataFrame({"setting": ["backbone", "image size", "epochs", "lr", "batch", "BN neck",
                           "last stride", "random erasing p"],
               "value": [exp.model_kwargs["backbone"], f"{exp.height}x{exp.width}", exp.train.epochs,

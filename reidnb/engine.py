@@ -243,13 +243,15 @@ def evaluate(model: nn.Module, query: ImageCache, gallery: ImageCache,
              which: str = "feat_bn", rerank: bool = False, max_rank: int = 50,
              ap: str = "standard", return_distmat: bool = False):
     """Single-query Market-1501 protocol (optionally + k-reciprocal re-ranking)."""
-    from .metrics import evaluate_rank, re_ranking
+    from .metrics import evaluate_rank
 
     qf = extract_features(model, query, device, flip=flip, which=which)
     gf = extract_features(model, gallery, device, flip=flip, which=which)
     distmat = compute_distmat(qf, gf, metric)
     protocol = "single_query"
     if rerank:
+        from .metrics import re_ranking
+
         distmat = torch.as_tensor(re_ranking(distmat, compute_distmat(qf, qf, metric),
                                              compute_distmat(gf, gf, metric)))
         protocol = "rerank"

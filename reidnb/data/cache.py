@@ -23,7 +23,7 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
             im = im.convert("RGB")
             if im.size != (width, height):
                 im = im.resize((width, height), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)
     except (OSError, ValueError) as err:
         raise DatasetError(f"cannot read image {path}: {err} (expected a JPEG/PNG image)") from err
 

@@ -1,0 +1,27 @@
+"""What every chapter does first: work from the project root, quiet known warnings."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+
+def project_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above `start` holding both `notebooks/` and `reidnb/`."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "reidnb").is_dir():
+            return folder
+    return None
+
+
+def setup() -> Path:
+    """chdir to the project root (so `data/`, `runs/` and `results/` resolve the same under
+    papermill, nbval and JupyterLab) and silence the random-init warning, which the run record
+    already keeps. Returns the working folder."""
+    root = project_root()
+    if root is not None:
+        os.chdir(root)
+    warnings.filterwarnings("ignore", message="no ImageNet weights")
+    return Path.cwd()

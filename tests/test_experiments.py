@@ -1,0 +1,73 @@
+import pytest
+import torch
+from torch import nn
+
+from reidnb.engine import TrainConfig
+from reidnb.experiments import (Experiment, ide_experiment, load_run, run_dir_for,
+                                run_experiment)
+from reidnb.models import list_models, register_model
+from reidnb.models.heads import BNNeckClassifier, ReIDOutput
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes, **_):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 5, stride=4)
+        self.head = BNNeckClassifier(16, num_classes, bnneck=True)
+        self.weights_init = {"source": "random", "detail": "test"}
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x)).mean((2, 3))
+        logits, fb = self.head(f)
+        return ReIDOutput(logits, f, fb, {})
+
+
+if "test_tiny" not in list_models():
+    register_model("test_tiny", TinyNet)
+
+
+def _tiny_exp(**kw):
+    return Experiment(name="tiny", profile="smoke", synth_size="smoke", height=32, width=16,
+                      model="test_tiny", objective_kwargs={"batch_size": 32},
+                      train=TrainConfig(epochs=2, lr=0.05), **kw)
+
+
+def test_key_changes_with_any_setting_and_is_stable():
+    a, b = _tiny_exp(), _tiny_exp()
+    assert a.key() == b.key()
+    assert a.replace(train={"lr": 0.1}).key() != a.key()
+    assert a.replace(augment={"pad": 2}).key() != a.key()
+    assert a.key() == _tiny_exp().key()  # replace() did not mutate the original
+
+
+def test_replace_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown TrainConfig field 'lrr'"):
+        _tiny_exp().replace(train={"lrr": 1})
+    with pytest.raises(ValueError, match="unknown Experiment field 'epochs'"):
+        _tiny_exp().replace(epochs=3)
+
+
+def test_profiles_differ_as_documented():
+    smoke, synth, paper = (ide_experiment(p) for p in ("smoke", "synthetic", "paper"))
+    assert smoke.synth_size == "smoke" and synth.synth_size == "default"
+    assert paper.dataset == "market1501" and (paper.height, paper.width) == (256, 128)
+    assert paper.model_kwargs["backbone"] == "resnet50"
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        ide_experiment("fast")
+
+
+def test_run_experiment_writes_record_and_reuses_it(tmp_path):
+    exp = _tiny_exp()
+    rec = run_experiment(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs",
+                         device="cpu", progress=False)
+    assert rec["status"] == "complete" and len(rec["history"]) == 2
+    assert set(rec["metrics"]["single_query"]) == {"rank1", "rank5", "rank10", "rank20", "mAP"}
+    assert rec["dataset"]["stats"]["train"]["ids"] == 24
+    assert rec["weights_init"]["source"] == "random"
+    ckpt = run_dir_for(exp, tmp_path / "runs") / "checkpoint.pt"
+    mtime = ckpt.stat().st_mtime_ns
+    again = run_experiment(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs",
+                           progress=False)
+    assert again["metrics"] == rec["metrics"] and ckpt.stat().st_mtime_ns == mtime  # no retrain
+    art = load_run(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs")
+    assert art.distmat.shape == (len(art.caches["query"]), len(art.caches["gallery"]))
