@@ -38,6 +38,7 @@ runs_dir = "runs"
 # %%
 import shutil
 import tempfile
+from pathlib import Path
 from dataclasses import fields
 
 import numpy as np
@@ -126,7 +127,7 @@ manifest = make_manifest(exp.dataset, root)
 print("as generated:", "OK" if verify(exp.dataset, root, manifest=manifest,
                                       check_images=False).ok else "differs")
 with tempfile.TemporaryDirectory() as tmp:
-    copy = shutil.copytree(root, f"{tmp}/copy")
+    copy = Path(shutil.copytree(root, Path(tmp) / "copy"))
     first = sorted((copy / "bounding_box_train").iterdir())[0]
     first.unlink()
     report = verify(exp.dataset, copy, manifest=manifest, check_images=False)

@@ -19,9 +19,22 @@ def project_root(start: str | Path | None = None) -> Path | None:
 def setup() -> Path:
     """chdir to the project root (so `data/`, `runs/` and `results/` resolve the same under
     papermill, nbval and JupyterLab) and silence the random-init warning, which the run record
-    already keeps. Returns the working folder."""
+    already keeps, and render figures inline. Returns the working folder."""
     root = project_root()
     if root is not None:
         os.chdir(root)
     warnings.filterwarnings("ignore", message="no ImageNet weights")
+    _inline_figures()
     return Path.cwd()
+
+
+def _inline_figures() -> None:
+    """Show returned matplotlib Figures as PNG in a notebook (reidnb.viz never uses pyplot)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+        shell.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
