@@ -28,7 +28,7 @@ from . import __version__
 from .data import build_dataset
 from .data.cache import ImageCache
 from .data.transforms import BatchAugment
-from .engine import (TrainConfig, device_info, evaluate, fit, resolve_device)
+from .engine import TrainConfig, device_info, evaluate, fit, resolve_device, seed_everything
 from .io import atomic_write_json, read_json
 from .models import build_model
 from .objectives import IdentityObjective, TripletObjective
@@ -163,6 +163,7 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
     dev = resolve_device(device)
     t_start = time.perf_counter()
     ds, caches = load_data(exp, data_root)
+    seed_everything(exp.train.seed)  # the initial weights depend on the seed alone
     model = build_for(exp, ds.num_train_pids)
     objective = OBJECTIVES[exp.objective](caches["train"], augment=BatchAugment(**exp.augment),
                                           **exp.objective_kwargs)
