@@ -1,0 +1,296 @@
+"""Tests of reidnb.metrics: hand-worked rankings, agreement with tests/reference_metrics.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reference_metrics import (
+    reference_ap_matlab_loop,
+    reference_evaluate_cuhk03,
+    reference_evaluate_rank,
+    reference_re_ranking,
+)
+from reidnb.metrics import (
+    evaluate_cuhk03,
+    evaluate_rank,
+    pool_multi_query,
+    re_ranking,
+)
+from reidnb.metrics.rank import _hit_ranks, _prepare
+
+# --------------------------------------------------------------------------- hand-worked case
+# Two queries, five gallery images (distances give the ranking directly).
+#
+# query 0: pid 1, cam 0.  Gallery by distance: g0 (pid 1, cam 0 -> junk, removed),
+#   g1 (pid 2, wrong), g2 (pid 1, cam 1, HIT), g3 (pid 0 distractor, wrong), g4 (pid 1, cam 2, HIT)
+#   After removing g0 the ranking is: wrong, HIT, wrong, HIT -> hits at ranks 2 and 4.
+#   CMC: first hit at rank 2 -> [0, 1, 1, 1, 1].
+#   standard AP  = (1/2) * (1/2 + 2/4) = 0.5
+#   trapezoid AP = (1/2) * [ (0/1 + 1/2)/2 + (1/3 + 2/4)/2 ] = (1/2) * (0.25 + 0.41666..) = 1/3
+# query 1: pid 2, cam 1.  Gallery by distance: g1 (pid 2, cam 1 -> junk), g3, g2, g0, g4:
+#   pid 2 has no image in another camera -> no true match -> query skipped.
+HAND_DIST = np.array(
+    [[0.1, 0.2, 0.3, 0.4, 0.5],
+     [0.4, 0.1, 0.3, 0.2, 0.5]], dtype=np.float32
+)
+HAND_Q_PIDS, HAND_Q_CAMS = np.array([1, 2]), np.array([0, 1])
+HAND_G_PIDS, HAND_G_CAMS = np.array([1, 2, 1, 0, 1]), np.array([0, 1, 1, 2, 2])
+
+
+def test_evaluate_rank_hand_worked_standard():
+    cmc, m_ap = evaluate_rank(HAND_DIST, HAND_Q_PIDS, HAND_G_PIDS, HAND_Q_CAMS, HAND_G_CAMS, 5)
+    np.testing.assert_array_equal(cmc, [0.0, 1.0, 1.0, 1.0, 1.0])
+    assert m_ap == pytest.approx(0.5, abs=1e-12)
+
+
+def test_evaluate_rank_hand_worked_trapezoid():
+    _, m_ap = evaluate_rank(
+        HAND_DIST, HAND_Q_PIDS, HAND_G_PIDS, HAND_Q_CAMS, HAND_G_CAMS, 5, ap="trapezoid"
+    )
+    assert m_ap == pytest.approx(1.0 / 3.0, abs=1e-12)
+
+
+def test_evaluate_rank_discards_same_camera():
+    # if g0 were in another camera it would be a hit at rank 1
+    g_cams = HAND_G_CAMS.copy()
+    g_cams[0] = 3
+    cmc, m_ap = evaluate_rank(
+        HAND_DIST[:1], HAND_Q_PIDS[:1], HAND_G_PIDS, HAND_Q_CAMS[:1], g_cams, 3
+    )
+    np.testing.assert_array_equal(cmc, [1.0, 1.0, 1.0])
+    # hits at ranks 1, 3, 5: (1/1 + 2/3 + 3/5) / 3
+    assert m_ap == pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-12)
+
+
+def test_evaluate_rank_skips_query_without_match():
+    # query 1 alone has no true match: nothing left to evaluate
+    with pytest.raises(ValueError, match="none of the 1 queries has a true match"):
+        evaluate_rank(HAND_DIST[1:], HAND_Q_PIDS[1:], HAND_G_PIDS, HAND_Q_CAMS[1:], HAND_G_CAMS)
+
+
+def test_evaluate_rank_gallery_junk_pid_is_ignored():
+    # relabel the wrong match at rank 1 (g1) as junk: hits move to ranks 1 and 3
+    g_pids = HAND_G_PIDS.copy()
+    g_pids[1] = -1
+    cmc, m_ap = evaluate_rank(
+        HAND_DIST[:1], HAND_Q_PIDS[:1], g_pids, HAND_Q_CAMS[:1], HAND_G_CAMS, 2
+    )
+    np.testing.assert_array_equal(cmc, [1.0, 1.0])
+    assert m_ap == pytest.approx((1 + 2 / 3) / 2, abs=1e-12)
+
+
+def test_evaluate_rank_ties_follow_gallery_order():
+    # equal distances: the earlier gallery index ranks first
+    dist = np.zeros((1, 3), dtype=np.float32)
+    cmc, m_ap = evaluate_rank(dist, [5], [7, 5, 5], [0], [1, 1, 1], 3)
+    np.testing.assert_array_equal(cmc, [0.0, 1.0, 1.0])
+    assert m_ap == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-12)
+
+
+def test_evaluate_rank_rejects_bad_input():
+    with pytest.raises(ValueError, match="ap: expected one of"):
+        evaluate_rank(HAND_DIST, HAND_Q_PIDS, HAND_G_PIDS, HAND_Q_CAMS, HAND_G_CAMS, ap="11pt")
+    with pytest.raises(ValueError, match="g_pids: expected a 1-D array of length 5"):
+        evaluate_rank(HAND_DIST, HAND_Q_PIDS, HAND_G_PIDS[:4], HAND_Q_CAMS, HAND_G_CAMS)
+    bad = HAND_DIST.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="distmat: contains NaN"):
+        evaluate_rank(bad, HAND_Q_PIDS, HAND_G_PIDS, HAND_Q_CAMS, HAND_G_CAMS)
+
+
+# --------------------------------------------------------------------------- random problems
+
+
+def _random_problem(rng: np.random.Generator, ties: bool):
+    nq, ng = int(rng.integers(2, 40)), int(rng.integers(5, 120))
+    nid, ncam = int(rng.integers(2, 10)), int(rng.integers(2, 5))
+    q_pids = rng.integers(1, nid + 1, nq)
+    g_pids = rng.integers(-1, nid + 1, ng)  # -1 junk and 0 distractors included
+    q_cams, g_cams = rng.integers(0, ncam, nq), rng.integers(0, ncam, ng)
+    if ties:
+        dist = rng.integers(0, 6, (nq, ng)).astype(np.float32)
+    else:
+        dist = rng.random((nq, ng)).astype(np.float32)
+    return dist, q_pids, g_pids, q_cams, g_cams
+
+
+@pytest.mark.parametrize("ap", ["standard", "trapezoid"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_evaluate_rank_matches_reference(ap, ties):
+    rng = np.random.default_rng(7 + ties)
+    for _ in range(40):
+        problem = _random_problem(rng, ties)
+        try:
+            want = reference_evaluate_rank(*problem, max_rank=20, ap=ap)
+        except ValueError:
+            with pytest.raises(ValueError, match="true match"):
+                evaluate_rank(*problem, max_rank=20, ap=ap)
+            continue
+        cmc, m_ap = evaluate_rank(*problem, max_rank=20, ap=ap)
+        np.testing.assert_array_equal(cmc, want[0])
+        assert m_ap == pytest.approx(want[1], rel=1e-12)
+
+
+def test_evaluate_rank_bucket_path_equals_sort_path():
+    rng = np.random.default_rng(3)
+    for ties in (False, True):
+        problem = _prepare(*_random_problem(rng, ties))
+        by_sort = _hit_ranks(*problem, method="sort")
+        by_buckets = _hit_ranks(*problem, method="buckets")
+        assert torch.equal(by_sort[0], by_buckets[0]) and torch.equal(by_sort[1], by_buckets[1])
+
+
+def test_evaluate_rank_infinite_distances_match_reference():
+    rng = np.random.default_rng(11)
+    dist, *labels = _random_problem(rng, ties=False)
+    dist[:, ::3] = np.inf
+    want = reference_evaluate_rank(dist, *labels, max_rank=10)
+    cmc, m_ap = evaluate_rank(dist, *labels, max_rank=10)
+    np.testing.assert_array_equal(cmc, want[0])
+    assert m_ap == pytest.approx(want[1], rel=1e-12)
+
+
+def test_evaluate_rank_trapezoid_equals_matlab_walk():
+    # the closed form used by evaluate_rank against a literal walk of the ranking
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n = int(rng.integers(3, 40))
+        hits = rng.random(n) < 0.3
+        junk = ~hits & (rng.random(n) < 0.2)
+        if not hits.any():
+            continue
+        dist = np.arange(n, dtype=np.float32)[None, :]
+        g_pids = np.where(hits, 1, 2)
+        g_cams = np.where(junk, 0, 1)
+        g_pids[junk] = 1  # junk = same pid, same camera as the query
+        _, m_ap = evaluate_rank(dist, [1], g_pids, [0], g_cams, ap="trapezoid")
+        assert m_ap == pytest.approx(reference_ap_matlab_loop(hits, junk), rel=1e-12)
+
+
+def test_evaluate_rank_torch_input_equals_numpy_input():
+    rng = np.random.default_rng(2)
+    dist, *labels = _random_problem(rng, ties=False)
+    while True:  # make sure at least one query is valid
+        try:
+            want = evaluate_rank(dist, *labels)
+            break
+        except ValueError:
+            dist, *labels = _random_problem(rng, ties=False)
+    got = evaluate_rank(torch.from_numpy(dist), *[torch.from_numpy(x) for x in labels])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+
+
+@pytest.mark.parametrize("ap", ["standard", "trapezoid"])
+def test_evaluate_cuhk03_matches_reference(ap):
+    rng = np.random.default_rng(13)
+    checked = 0
+    for _ in range(25):
+        problem = _random_problem(rng, ties=bool(rng.integers(0, 2)))
+        try:
+            want = reference_evaluate_cuhk03(*problem, max_rank=10, num_repeats=4, seed=3, ap=ap)
+        except ValueError:
+            continue
+        cmc, m_ap = evaluate_cuhk03(*problem, max_rank=10, num_repeats=4, seed=3, ap=ap)
+        np.testing.assert_allclose(cmc, want[0], rtol=0, atol=1e-12)
+        assert m_ap == pytest.approx(want[1], rel=1e-12)
+        checked += 1
+    assert checked > 10
+
+
+def test_evaluate_cuhk03_single_image_per_identity_is_deterministic():
+    # gallery: one image of the query's pid (cam 1) ranked 2nd behind one other identity, so
+    # every draw is the same: rank 2
+    dist = np.array([[0.2, 0.1, 0.3]], dtype=np.float32)
+    cmc, m_ap = evaluate_cuhk03(dist, [1], [1, 2, 3], [0], [1, 1, 1], max_rank=3, num_repeats=5)
+    np.testing.assert_array_equal(cmc, [0.0, 1.0, 1.0])
+    assert m_ap == pytest.approx(0.5)
+
+
+def test_evaluate_cuhk03_samples_one_image_per_identity():
+    # pid 2 has two images, one nearer and one farther than the true match: in each draw the
+    # true match is 1st or 2nd, so cmc[0] is strictly between 0 and 1 and cmc[1] is 1
+    dist = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+    cmc, _ = evaluate_cuhk03(dist, [1], [2, 1, 2], [0], [1, 1, 1], max_rank=2, num_repeats=50)
+    assert 0.0 < cmc[0] < 1.0 and cmc[1] == 1.0
+
+
+# --------------------------------------------------------------------------- multi-query
+
+
+def test_pool_multi_query_mean_and_max():
+    qf = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [0.0, 1.0]], dtype=np.float32)
+    pids, cams = np.array([4, 4, 4, 2]), np.array([1, 1, 0, 1])
+    pooled, p, c = pool_multi_query(qf, pids, cams, how="mean")
+    np.testing.assert_array_equal(p, [2, 4, 4])
+    np.testing.assert_array_equal(c, [1, 0, 1])
+    np.testing.assert_allclose(pooled, [[0.0, 1.0], [5.0, 5.0], [2.0, 1.0]])
+    pooled_max, _, _ = pool_multi_query(torch.from_numpy(qf), pids, cams, how="max")
+    assert isinstance(pooled_max, torch.Tensor)
+    np.testing.assert_allclose(pooled_max.numpy(), [[0.0, 1.0], [5.0, 5.0], [3.0, 2.0]])
+    with pytest.raises(ValueError, match="how: expected 'mean' or 'max'"):
+        pool_multi_query(qf, pids, cams, how="median")
+
+
+# --------------------------------------------------------------------------- re-ranking
+
+
+def _rerank_problem(rng: np.random.Generator, float32: bool):
+    nq, ng, dim = int(rng.integers(2, 15)), int(rng.integers(5, 60)), int(rng.integers(2, 8))
+    nid = int(rng.integers(2, 8))
+    ids = rng.integers(0, nid, nq + ng)
+    feats = rng.normal(size=(nid, dim))[ids] + 0.5 * rng.normal(size=(nq + ng, dim))
+    d = np.sqrt(((feats[:, None] - feats[None]) ** 2).sum(-1))
+    d = d.astype(np.float32) if float32 else d
+    return d[:nq, nq:], d[:nq, :nq], d[nq:, nq:]
+
+
+@pytest.mark.parametrize("expansion", ["strict", "loose"])
+def test_re_ranking_matches_reference(expansion):
+    rng = np.random.default_rng(21)
+    for trial in range(12):
+        q_g, q_q, g_g = _rerank_problem(rng, float32=bool(trial % 2))
+        k1 = int(rng.integers(1, min(10, q_g.shape[0] + q_g.shape[1] - 1)))
+        k2 = int(rng.integers(1, 6))
+        want = reference_re_ranking(q_g, q_q, g_g, k1, k2, 0.3, expansion)
+        got = re_ranking(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=0.3, expansion=expansion)
+        assert got.dtype == np.float32 and got.shape == q_g.shape
+        # the reference works in float32 on values of order 1: its own rounding is ~1e-7
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_re_ranking_strict_and_loose_differ_on_constructed_case():
+    # Points on a line, k1 = 4 (half = 2). Query 0 (at 0.0) has R(0, 4) = {0, 1}; its
+    # candidate 1 has R(1, 2) = {0, 1, 2}, which shares exactly 2 = 2/3 * 3 items with R(0, 4),
+    # so only the loose (">=") rule adds item 2, which changes the weights and the distances.
+    x = np.array([0.0, 0.1, 0.2, 0.3, 0.32, 0.34, 1.0, 1.1, 1.2])
+    d = np.abs(x[:, None] - x[None, :])
+    q_g, q_q, g_g = d[:1, 1:], d[:1, :1], d[1:, 1:]
+    strict = re_ranking(q_g, q_q, g_g, k1=4, k2=1, expansion="strict")
+    loose = re_ranking(q_g, q_q, g_g, k1=4, k2=1, expansion="loose")
+    assert np.abs(strict - loose).max() > 1e-3
+    for mode, got in (("strict", strict), ("loose", loose)):
+        want = reference_re_ranking(q_g, q_q, g_g, 4, 1, 0.3, mode)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_re_ranking_torch_input_equals_numpy_input():
+    rng = np.random.default_rng(4)
+    q_g, q_q, g_g = _rerank_problem(rng, float32=True)
+    want = re_ranking(q_g, q_q, g_g, k1=3, k2=2)
+    got = re_ranking(*(torch.from_numpy(x) for x in (q_g, q_q, g_g)), k1=3, k2=2)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_re_ranking_rejects_bad_arguments():
+    rng = np.random.default_rng(0)
+    q_g, q_q, g_g = _rerank_problem(rng, float32=True)
+    with pytest.raises(ValueError, match="expansion: expected one of"):
+        re_ranking(q_g, q_q, g_g, expansion="greedy")
+    with pytest.raises(ValueError, match="g_g_dist"):
+        re_ranking(q_g, q_q, g_g[:-1, :-1])
+    with pytest.raises(ValueError, match="must not exceed"):
+        re_ranking(q_g, q_q, g_g, k1=q_g.shape[0] + q_g.shape[1])
