@@ -48,6 +48,7 @@ class Experiment:
     dataset: str = "synthreid"
     synth_size: str = "default"
     synth_seed: int = 0
+    synth_version: str = field(default_factory=lambda: _synth_version())
     height: int = 128
     width: int = 64
     model: str = "ide"
@@ -88,6 +89,12 @@ class Experiment:
         return new
 
 
+def _synth_version() -> str:
+    """SynthReID's generator version: part of the run hash, so a new generator retrains."""
+    from .data.synthetic import GENERATOR_VERSION
+    return GENERATOR_VERSION
+
+
 def check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
@@ -120,7 +127,7 @@ def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
     root = Path(data_root)
     if exp.dataset != "synthreid":
         return root
-    folder = root / f"synthreid-{exp.synth_size}-seed{exp.synth_seed}"
+    folder = root / f"synthreid-{exp.synth_size}-seed{exp.synth_seed}-v{exp.synth_version}"
     if not (folder / "synthreid.json").exists():
         from .data.synthetic import generate
         generate(folder, size=exp.synth_size, seed=exp.synth_seed, overwrite=folder.exists())
