@@ -34,7 +34,7 @@ def clean_notebook(nb) -> None:
 
 
 def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
-                     log_output: bool = False) -> float:
+                     log_output: bool = False, progress: bool = False) -> float:
     """jupytext source -> executed .ipynb with papermill; returns the seconds it took."""
     import jupytext
     import nbformat
@@ -50,7 +50,7 @@ def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(tmp_in), str(out), parameters=parameters, cwd=str(cwd),
-                            kernel_name="python3", progress_bar=False, log_output=log_output)
+                            kernel_name="python3", progress_bar=progress, log_output=log_output)
     finally:
         tmp_in.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
@@ -79,7 +79,8 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     params = {"profile": profile, "data_root": data_root, "device": device}
     for i, src in enumerate(srcs, 1):
         print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile})", flush=True)
-        timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params)
+        timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params,
+                                             progress=True)
         print(f"      done in {timings[src.stem]:.0f} s", flush=True)
     print("[3/3] rendering the book", flush=True)
     t = time.perf_counter()
