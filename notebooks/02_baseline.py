@@ -95,7 +95,11 @@ print("weights:", record["weights_init"]["source"], "|", record["dataset"]["stat
 #
 # - **CMC rank-k** is the fraction of queries with a correct match among the first k.
 # - **AP** of a query averages the precision at the position of each correct match; **mAP** is
-#   its mean over queries. `ap="standard"` is that non-interpolated AP; `ap="trapezoid"` is the
+#   its mean over queries. With $N_{gt}$ valid matches, $P(k)$ the precision of the first $k$
+#   results and $\mathrm{rel}(k)=1$ when result $k$ is a match,
+#   $$\mathrm{AP} = \frac{1}{N_{gt}} \sum_{k} P(k)\,\mathrm{rel}(k).$$
+#
+#   `ap="standard"` is that non-interpolated AP; `ap="trapezoid"` is the
 #   interpolated AP of the official Market-1501 evaluation code, which averages the precision
 #   before and at each hit.
 #
