@@ -294,3 +294,67 @@ def test_re_ranking_rejects_bad_arguments():
         re_ranking(q_g, q_q, g_g[:-1, :-1])
     with pytest.raises(ValueError, match="must not exceed"):
         re_ranking(q_g, q_q, g_g, k1=q_g.shape[0] + q_g.shape[1])
+
+
+def _tied_problem(rng: np.random.Generator, nq: int, ng: int, levels: int = 12):
+    """Integer asymmetric distances below `levels`: with few levels, equal distances abound
+    and every tie rule gets exercised."""
+    d = rng.integers(1, levels, size=(nq + ng, nq + ng)).astype(np.float32)
+    return d[:nq, nq:], d[:nq, :nq], d[nq:, nq:]
+
+
+@pytest.mark.parametrize("levels", [12, 100000])
+def test_re_ranking_nearest_lists_equal_stable_argsort_with_ties(levels):
+    from reidnb.metrics import rerank
+
+    rng = np.random.default_rng(7)
+    q_g, q_q, g_g = _tied_problem(rng, 30, 170, levels)
+    k = 12
+    blocks = rerank._Blocks(*(torch.from_numpy(x) for x in (q_g, q_q, g_g)))
+    col_max = rerank._column_max(blocks)
+    # both searches run: rows of M for the queries, grouped columns of D for the gallery
+    assert rerank._group_size(blocks.num, k + 1) > 1
+    got = rerank._nearest(blocks, col_max, k).numpy()
+    full = np.block([[q_q, q_g], [q_g.T, g_g]]) ** 2
+    m = (full / full.max(axis=0)).T
+    want = np.argsort(m, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("expansion", ["strict", "loose"])
+def test_re_ranking_matches_reference_with_ties_and_small_blocks(expansion, monkeypatch):
+    from reidnb.metrics import rerank
+
+    rng = np.random.default_rng(8)
+    q_g, q_q, g_g = _tied_problem(rng, 25, 135)
+    want = reference_re_ranking(q_g, q_q, g_g, 8, 4, 0.3, expansion)
+    whole = re_ranking(q_g, q_q, g_g, k1=8, k2=4, expansion=expansion)
+    np.testing.assert_allclose(whole, want, rtol=1e-6, atol=1e-6)
+    # tiny working blocks: many row blocks, transpose bands and overlap blocks
+    monkeypatch.setattr(rerank, "_ROW_ELEMENTS", 200)
+    monkeypatch.setattr(rerank, "_OVERLAP_CELLS", 100)
+    monkeypatch.setattr(rerank, "_TRANSPOSE_BAND", 3)
+    monkeypatch.setattr(rerank, "_BAND_CELLS", 1)
+    pieces = re_ranking(q_g, q_q, g_g, k1=8, k2=4, expansion=expansion)
+    np.testing.assert_allclose(pieces, want, rtol=1e-6, atol=1e-6)
+
+
+def test_re_ranking_uses_only_squares_of_distances():
+    rng = np.random.default_rng(9)
+    q_g, q_q, g_g = _rerank_problem(rng, float32=False)
+    flip = np.where(rng.random(g_g.shape) < 0.5, -1.0, 1.0)
+    want = reference_re_ranking(q_g, q_q, g_g * flip, 4, 2, 0.3)
+    got = re_ranking(q_g, q_q, g_g * flip, k1=4, k2=2)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got, re_ranking(q_g, q_q, g_g, k1=4, k2=2))
+
+
+def test_re_ranking_rejects_non_finite_and_empty_input():
+    rng = np.random.default_rng(1)
+    q_g, q_q, g_g = _rerank_problem(rng, float32=True)
+    bad = g_g.copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="g_g_dist: contains NaN"):
+        re_ranking(q_g, q_q, bad)
+    with pytest.raises(ValueError, match="at least one query"):
+        re_ranking(q_g[:0], q_q[:0, :0], g_g)
