@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reidnb-installed
+# torch's OpenMP threads spin while waiting by default, which slows everything several-fold
+# when another process wants a core (measured in benchmarks/README.md); let them sleep instead.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: book test unit nbval notebooks bench env clean
 

@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--subsample", type=int, default=2000, help="items for the RR reference")
     parser.add_argument("--part", default="all", choices=["all", "rerank-full"])
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file "
+                        "(the record the book's evaluation section reads)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,6 +159,18 @@ def main() -> None:
           f"{full['peak_rss_GB']:.2f} GB (inputs {full['inputs_GB']:.2f} GB; "
           f"{full['peak_rss_before_GB']:.2f} GB before re-ranking)")
     print(f"load after: {tuple(round(x, 2) for x in os.getloadavg())}")
+    if args.json:
+        from datetime import date
+
+        from reidnb.engine import device_info
+        from reidnb.io import atomic_write_json
+
+        atomic_write_json(args.json, {
+            "benchmark": "bench_eval", "date": date.today().isoformat(),
+            "command": " ".join(["python", "benchmarks/bench_eval.py", *sys.argv[1:]]),
+            "device": device_info(torch.device("cpu")), "cores": os.cpu_count(),
+            "load_after": os.getloadavg()[0], "evaluate_rank": rank,
+            "re_ranking_subsample": sub, "re_ranking_full": full})
 
 
 if __name__ == "__main__":
