@@ -41,13 +41,12 @@ import tempfile
 from pathlib import Path
 from dataclasses import fields
 
-import numpy as np
 import pandas as pd
 
 import reidnb.notebook
 from reidnb import viz
 from reidnb.data import build_dataset
-from reidnb.data.manifests import load_manifest, make_manifest, verify
+from reidnb.data.manifests import make_manifest, manifest_table, verify
 from reidnb.data.synthetic import SynthKnobs, render_examples, sweep_knob
 from reidnb.experiments import dataset_root, ide_experiment, run_experiment
 from reidnb.handcrafted import histogram_baseline
@@ -110,13 +109,7 @@ for knob, values, view in [("occlusion_prob", [0.0, 1.0], "front"),
 # unreadable image, wrong counts).
 
 # %%
-rows = []
-for name in ["market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected"]:
-    splits = load_manifest(name)["splits"]
-    for split, st in splits.items():
-        rows.append({"dataset": name, "split": split, "images": st.get("images"),
-                     "ids": st.get("ids")})
-pd.DataFrame(rows).set_index(["dataset", "split"])
+manifest_table()
 
 # %% [markdown]
 # The same check on SynthReID: a manifest is made from the generated folder, then a copy with

@@ -45,7 +45,7 @@ from reidnb import cam, viz
 from reidnb.claims import load_claims
 from reidnb.experiments import ide_experiment, load_run, run_experiment
 from reidnb.metrics import evaluate_rank
-from reidnb.results import claims_vs_runs, load_records
+from reidnb.results import claims_vs_runs, eval_speed_table, load_records
 
 reidnb.notebook.setup()
 exp = ide_experiment(profile, dataset, seed=seed)
@@ -152,20 +152,7 @@ viz.cmc_curve({f"IDE ({run.record['dataset']['name']}, {profile})": cmc},
 # `benchmarks/results/bench_eval_cpu.json`; rerun the script with `--json` to refresh it.
 
 # %%
-import json
-from pathlib import Path
-
-bench = json.loads(Path("benchmarks/results/bench_eval_cpu.json").read_text())
-er, rs, rf = bench["evaluate_rank"], bench["re_ranking_subsample"], bench["re_ranking_full"]
-pd.DataFrame([
-    {"task": "evaluate_rank, 3,368 x 15,913", "reference (s)": er["reference_s"],
-     "reidnb (s)": er["reidnb_s"], "speed-up": er["ratio"]},
-    {"task": f"re_ranking, {rs['items']} items", "reference (s)": rs["reference_s"],
-     "reidnb (s)": rs["reidnb_s"], "speed-up": rs["ratio"]},
-    {"task": f"re_ranking, {rf['items']} items", "reference (s)": None,
-     "reidnb (s)": rf["reidnb_s"], "speed-up": None},
-]).set_index("task").round(3).assign(
-    machine=f"{bench['cores']} CPU cores, {bench['device']['device']}, {bench['date']}")
+eval_speed_table("benchmarks/results/bench_eval_cpu.json")
 
 # %% [markdown]
 # ### Retrieval examples

@@ -99,3 +99,19 @@ def claims_vs_runs(claims: pd.DataFrame, records: list[dict],
                                                                  else "")
                     out.at[idx, "run dataset"] = ds
     return out
+
+
+def eval_speed_table(path: str | Path = "benchmarks/results/bench_eval_cpu.json") -> pd.DataFrame:
+    """The evaluation speed table of a `benchmarks/bench_eval.py --json` record."""
+    bench = read_json(path)
+    er, rs, rf = bench["evaluate_rank"], bench["re_ranking_subsample"], bench["re_ranking_full"]
+    rows = [
+        {"task": "evaluate_rank, 3,368 x 15,913", "reference (s)": er["reference_s"],
+         "reidnb (s)": er["reidnb_s"], "speed-up": er["ratio"]},
+        {"task": f"re_ranking, {rs['items']} items", "reference (s)": rs["reference_s"],
+         "reidnb (s)": rs["reidnb_s"], "speed-up": rs["ratio"]},
+        {"task": f"re_ranking, {rf['items']} items", "reference (s)": None,
+         "reidnb (s)": rf["reidnb_s"], "speed-up": None},
+    ]
+    machine = f"{bench['cores']} CPU cores, {bench['device']['device']}, {bench['date']}"
+    return pd.DataFrame(rows).set_index("task").round(3).assign(machine=machine)

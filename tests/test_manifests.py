@@ -242,3 +242,11 @@ def test_verify_synthreid_uses_manifest_at_its_root(tmp_path):
 def test_verify_unknown_name_suggests():
     with pytest.raises(ValueError, match="did you mean 'cuhk03_detected'"):
         verify("cuhk03_detect", "/nonexistent")
+
+
+def test_manifest_table_lists_shipped_counts():
+    from reidnb.data.manifests import manifest_table
+
+    table = manifest_table()
+    assert table.loc[("market1501", "train"), "images"] == 12936
+    assert table.loc[("dukemtmcreid", "gallery"), "ids"] == 1110

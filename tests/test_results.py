@@ -47,3 +47,17 @@ def test_claims_vs_runs_fills_linked_rows_and_says_not_run():
 def test_metrics_frame_has_one_row_per_metric():
     df = metrics_frame([_record("ide", 0, 50.0, 30.0)])
     assert sorted(df.metric) == ["mAP", "rank1"] and set(df.value) == {50.0, 30.0}
+
+
+def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
+    from reidnb.results import eval_speed_table
+
+    atomic_write_json(tmp_path / "b.json", {
+        "date": "2026-11-23", "cores": 2, "device": {"device": "cpu"},
+        "evaluate_rank": {"reference_s": 4.0, "reidnb_s": 0.2, "ratio": 20.0},
+        "re_ranking_subsample": {"items": 2000, "reference_s": 1.0, "reidnb_s": 0.1, "ratio": 10.0},
+        "re_ranking_full": {"items": 19281, "reidnb_s": 1.9}})
+    table = eval_speed_table(tmp_path / "b.json")
+    assert table.loc["re_ranking, 2000 items", "speed-up"] == 10.0
+    assert table.loc["re_ranking, 19281 items", "reidnb (s)"] == 1.9
+    assert set(table.machine) == {"2 CPU cores, cpu, 2026-11-23"}

@@ -378,3 +378,13 @@ def make_manifest(name: str, root: str | Path, *, source: str | None = None) -> 
         "hash_recipe": HASH_RECIPE,
         "splits": splits,
     }
+
+
+def manifest_table(names: tuple[str, ...] = ("market1501", "dukemtmcreid", "cuhk03_labeled",
+                                             "cuhk03_detected")) -> "pandas.DataFrame":
+    """Expected images and identities per data set and split, as the manifests record them."""
+    import pandas as pd
+
+    rows = [{"dataset": name, "split": split, "images": st.get("images"), "ids": st.get("ids")}
+            for name in names for split, st in load_manifest(name)["splits"].items()]
+    return pd.DataFrame(rows).set_index(["dataset", "split"])
