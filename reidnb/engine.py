@@ -116,16 +116,23 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # one dict of mean losses per epoch
     resumed_from: int | None = None
     wall_time_s: float = 0.0
+    best_epoch: int | None = None      # lowest val_loss, when a validate function was given
 
 
 def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path | None = None,
         device: str | torch.device = "cpu", progress: bool = True,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None) -> FitResult:
     """Train `model` for `cfg.epochs`; resume from `run_dir/checkpoint.pt` if it exists.
 
     The checkpoint holds the model, optimizer, history and the next epoch. It is replaced
     atomically at the end of each epoch, so killing the process at any moment loses at most the
     epoch in progress. A NaN/inf loss raises `NonFiniteLossError` naming the loss, epoch and step.
+
+    `validate(model)` (optional) returns named validation numbers after each epoch, with
+    "val_loss" among them; they join the epoch's history row, and the weights of the epoch with
+    the lowest "val_loss" so far are written atomically to `run_dir/best.pt` (the tutorial's
+    "keep the best model" loop, lakshmi Sec. "Create Training Loop").
     """
     device = torch.device(device)
     seed_everything(cfg.seed)
@@ -133,6 +140,7 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
     opt = build_optimizer(model, cfg)
     result = FitResult()
     start_epoch = 0
+    best = {"epoch": None, "val_loss": math.inf}
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir else None
     if ckpt_path and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -145,6 +153,7 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
         result.history = state["history"]
         result.resumed_from = start_epoch
         result.wall_time_s = state.get("wall_time_s", 0.0)
+        best = state.get("best", best)
     use_amp = cfg.amp and device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -181,15 +190,28 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
                 bar.set_postfix(loss=f"{float(total):.3f}")
         row = {"epoch": epoch + 1, "lr": lr, **{k: v / len(batches) for k, v in sums.items()},
                "time_s": time.perf_counter() - t0}
+        if validate is not None:
+            model.eval()
+            with torch.no_grad():
+                row.update({k: float(v) for k, v in validate(model).items()})
+            if "val_loss" not in row:
+                raise KeyError("validate(model) must return a 'val_loss' entry")
+            if row["val_loss"] < best["val_loss"]:
+                best = {"epoch": epoch + 1, "val_loss": row["val_loss"]}
+                if ckpt_path:
+                    atomic_torch_save(ckpt_path.with_name("best.pt"),
+                                      {"model": model.state_dict(), **best})
+            row["best_epoch"] = best["epoch"]
         result.history.append(row)
         result.wall_time_s += row["time_s"]
         if ckpt_path:
             atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "next_epoch": epoch + 1, "history": result.history,
-                                          "train_config": asdict(cfg),
+                                          "train_config": asdict(cfg), "best": best,
                                           "wall_time_s": result.wall_time_s})
         if on_epoch_end:
             on_epoch_end(epoch + 1, row)
+    result.best_epoch = best["epoch"]
     return result
 
 

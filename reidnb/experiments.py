@@ -27,6 +27,7 @@ import torch
 from . import __version__
 from .data import build_dataset
 from .data.cache import ImageCache
+from .data.samplers import split_by_identity
 from .data.transforms import BatchAugment
 from .engine import TrainConfig, device_info, evaluate, fit, resolve_device, seed_everything
 from .io import atomic_write_json, read_json
@@ -49,6 +50,7 @@ class Experiment:
     synth_size: str = "default"
     synth_seed: int = 0
     synth_version: str = field(default_factory=lambda: _synth_version())
+    synth_knobs: dict = field(default_factory=dict)   # SynthKnobs overrides (e.g. bag_visible_prob)
     height: int = 128
     width: int = 64
     model: str = "ide"
@@ -59,12 +61,17 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: dict = field(default_factory=lambda: {"flip": True, "metric": "euclidean",
                                                 "which": "feat_bn"})
+    val_fraction: float = 0.0   # share of training identities held out for validation
+    select: str = "last"        # evaluate the "last" epoch or the "best" by validation loss
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def key(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Hash of the configuration. Fields still at their neutral default are left out, so
+        adding an option does not rename (and retrain) the runs made before it existed."""
+        d = {k: v for k, v in self.to_dict().items() if _NEUTRAL.get(k, object()) != v}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
 
     @property
@@ -80,13 +87,17 @@ class Experiment:
                     if tk not in {f.name for f in fields(TrainConfig)}:
                         raise ValueError(f"unknown TrainConfig field {tk!r}")
                     setattr(new.train, tk, tuple(tv) if tk == "lr_steps" else tv)
-            elif k in {"model_kwargs", "objective_kwargs", "augment", "eval"} and isinstance(v, dict):
+            elif k in {"model_kwargs", "objective_kwargs", "augment", "eval",
+                       "synth_knobs"} and isinstance(v, dict):
                 getattr(new, k).update(v)
             elif hasattr(new, k):
                 setattr(new, k, v)
             else:
                 raise ValueError(f"unknown Experiment field {k!r}")
         return new
+
+
+_NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last"}
 
 
 def _synth_version() -> str:
@@ -122,15 +133,68 @@ def ide_experiment(profile: str = "synthetic", dataset: str | None = None, seed:
                           warmup_epochs=0 if smoke else 1, seed=seed))
 
 
+def lakshmi_experiments(profile: str = "synthetic", dataset: str | None = None, seed: int = 0,
+                        margin: float = 0.3) -> dict[str, Experiment]:
+    """The Siamese tutorial's APN training and the comparison runs (lakshmi; chapter 3).
+
+    - "random_triplet": the tutorial: an embedding network trained on anchor / positive / negative
+      triplets drawn at random (positive from another camera when one exists), 10 % of the training
+      identities held out, the epoch with the lowest validation loss kept.
+    - "batch_hard": the same network, P x K batches and batch-hard mining (Hermans et al. 2017),
+      the same margin, validation and number of training images seen.
+    - "ide": chapter 2's identity-classification baseline (the same configuration, so its cached
+      run is reused).
+    The tutorial gives no optimizer for this part; Adam at 3e-4 (Hermans et al. 2017) is our choice.
+    """
+    check_profile(profile)
+    paper = profile == "paper"
+    smoke = profile == "smoke"
+    base = Experiment(
+        name="lakshmi_random_triplet", paper="lakshmi", profile=profile,
+        dataset=dataset or ("market1501" if paper else "synthreid"),
+        synth_size=SYNTH_SIZE.get(profile, "default"),
+        height=256 if paper else 128, width=128 if paper else 64, model="embedding",
+        model_kwargs={"backbone": "resnet50" if paper else "resnet18",
+                      "last_stride": 1 if paper else 2, "embed_dim": 128, "pretrained": "auto"},
+        objective="triplet",
+        objective_kwargs={"batch_size": 32, "margin": margin, "cross_camera": True,
+                          "triplets_per_epoch": 64 if smoke else (None if paper else 1000)},
+        augment={"flip_p": 0.5, "pad": 10 if paper else 4, "erasing_p": 0.0 if paper else 0.3},
+        train=TrainConfig(epochs=2 if smoke else (60 if paper else 6), optimizer="adam", lr=3e-4,
+                          lr_steps=(40,) if paper else (), seed=seed),
+        val_fraction=0.2 if smoke else 0.1, select="best")
+    # Batch-hard sees as many training images as the random-triplet run: P x K = 16 x 4 images a
+    # batch, one batch per 16 identities, so it needs more (shorter) epochs.
+    hard_epochs = 3 if smoke else (120 if paper else 25)
+    hard = base.replace(name="lakshmi_batch_hard", objective="identity",
+                        train={"epochs": hard_epochs,
+                                                      "lr_steps": (80,) if paper else ()})
+    hard.objective_kwargs = {"sampler": "pk", "num_identities": 16 if not smoke else 4,
+                             "num_instances": 4, "id_weight": 0.0, "triplet_weight": 1.0,
+                             "triplet_margin": margin}
+    return {"random_triplet": base, "batch_hard": hard,
+            "ide": ide_experiment(profile, dataset, seed=seed)}
+
+
 def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
     """Where an experiment's data lives; SynthReID is generated there on first use."""
     root = Path(data_root)
     if exp.dataset != "synthreid":
         return root
-    folder = root / f"synthreid-{exp.synth_size}-seed{exp.synth_seed}-v{exp.synth_version}"
+    name = f"synthreid-{exp.synth_size}-seed{exp.synth_seed}-v{exp.synth_version}"
+    size = (128, 64) if exp.height <= 128 else (exp.height, exp.width)  # render at >= 128x64
+    if size != (128, 64):
+        name += f"-{size[0]}x{size[1]}"
+    if exp.synth_knobs:
+        blob = json.dumps(exp.synth_knobs, sort_keys=True).encode()
+        name += f"-knobs{hashlib.sha1(blob).hexdigest()[:8]}"
+    folder = root / name
     if not (folder / "synthreid.json").exists():
+        from .data.synth_render import SynthKnobs
         from .data.synthetic import generate
-        generate(folder, size=exp.synth_size, seed=exp.synth_seed, overwrite=folder.exists())
+        generate(folder, size=exp.synth_size, seed=exp.synth_seed,
+                 knobs=SynthKnobs(**exp.synth_knobs), height=size[0], width=size[1],
+                 overwrite=folder.exists())
     return folder
 
 
@@ -172,8 +236,18 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
     ds, caches = load_data(exp, data_root)
     seed_everything(exp.train.seed)  # the initial weights depend on the seed alone
     model = build_for(exp, ds.num_train_pids)
-    objective = OBJECTIVES[exp.objective](caches["train"], augment=BatchAugment(**exp.augment),
+    train_cache, validate = caches["train"], None
+    if exp.val_fraction > 0:
+        train_idx, val_idx = split_by_identity(train_cache.pids.numpy(), exp.val_fraction,
+                                               exp.train.seed)
+        train_cache, val_cache = train_cache.subset(train_idx), train_cache.subset(val_idx)
+    elif exp.select == "best":
+        raise ValueError(f"{exp.name}: select='best' needs val_fraction > 0")
+    objective = OBJECTIVES[exp.objective](train_cache, augment=BatchAugment(**exp.augment),
                                           **exp.objective_kwargs)
+    if exp.val_fraction > 0:
+        def validate(m):
+            return objective.validation_losses(m, val_cache, dev, seed=exp.train.seed)
     record = {
         "name": exp.name, "paper": exp.paper, "profile": exp.profile, "key": exp.key(),
         "run_name": exp.run_name, "status": "running", "config": exp.to_dict(),
@@ -182,14 +256,23 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
         "device": device_info(dev), "versions": _versions(), "git": git_sha(),
         "started": _now(), "history": [],
     }
+    if exp.val_fraction > 0:
+        record["split"] = {"train_images": len(train_cache), "val_images": len(val_cache),
+                           "train_ids": int(train_cache.pids.unique().numel()),
+                           "val_ids": int(val_cache.pids.unique().numel())}
 
     def checkpoint_record(epoch: int, row: dict) -> None:
         record["history"].append(row)
         atomic_write_json(record_path, record)
 
-    result = fit(model, objective, exp.train, run_dir, dev, progress, checkpoint_record)
+    result = fit(model, objective, exp.train, run_dir, dev, progress, checkpoint_record, validate)
     record["history"] = result.history
     record["resumed_from_epoch"] = result.resumed_from
+    record["evaluated_epoch"] = exp.train.epochs
+    if exp.select == "best":
+        best = torch.load(run_dir / "best.pt", map_location=dev, weights_only=False)
+        model.load_state_dict(best["model"])
+        record["evaluated_epoch"] = best["epoch"]
     ev = evaluate(model, caches["query"], caches["gallery"], dev, **exp.eval)
     record["metrics"] = {ev.protocol: ev.metrics()}
     record["cmc"] = {ev.protocol: [float(c) for c in ev.cmc]}
@@ -205,7 +288,7 @@ def load_trained(exp: Experiment, runs_dir: str | Path = "runs", num_classes: in
                  device: str = "cpu") -> torch.nn.Module:
     """The model of a finished run, rebuilt from its configuration and checkpoint."""
     run_dir = run_dir_for(exp, runs_dir)
-    ckpt = run_dir / "checkpoint.pt"
+    ckpt = run_dir / ("best.pt" if exp.select == "best" else "checkpoint.pt")
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; run run_experiment(exp) first")
     state = torch.load(ckpt, map_location=device, weights_only=False)

@@ -1,7 +1,8 @@
 """Training objectives: which batches an epoch draws and how a step turns a batch into losses.
 
 Each objective returns a dict of named scalar tensors with the total under "loss"; the engine logs
-every entry per epoch. Chapters add their own (jeong2020's identification + verification +
+every entry per epoch. `validation_losses(model, cache, device)` scores held-out identities with the
+objective's own metric loss on batches fixed once (no augmentation), for best-model selection. Chapters add their own (jeong2020's identification + verification +
 uniformity, CASN's attention losses) by following the same two-method shape.
 """
 
@@ -16,7 +17,7 @@ from torch import nn
 from . import losses
 from .data.cache import ImageCache
 from .data.samplers import identity_batches, shuffled_batches, triplet_indices
-from .data.transforms import BatchAugment
+from .data.transforms import BatchAugment, normalize
 
 
 def _batch(cache: ImageCache, idx, augment: BatchAugment, gen: torch.Generator,
@@ -31,6 +32,8 @@ class IdentityObjective:
     """Identity classification (IDE), optionally with batch-hard triplet (li2019 Eq. 8).
 
     sampler="random": shuffled batches of `batch_size`; sampler="pk": P identities x K images.
+    `id_weight=0` with `triplet_weight>0` is batch-hard triplet alone (Hermans et al. 2017), for a
+    model without a classifier.
     """
 
     cache: ImageCache
@@ -42,6 +45,11 @@ class IdentityObjective:
     label_smoothing: float = 0.0
     triplet_weight: float = 0.0
     triplet_margin: float | None = 0.3
+    id_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.id_weight <= 0 and self.triplet_weight <= 0:
+            raise ValueError("IdentityObjective needs id_weight > 0 or triplet_weight > 0")
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         if self.sampler == "random":
@@ -55,16 +63,32 @@ class IdentityObjective:
              ) -> dict[str, torch.Tensor]:
         images, pids = _batch(self.cache, batch, self.augment, gen, device)
         out = model(images)
-        loss_id = losses.cross_entropy(out.logits.float(), pids, self.label_smoothing)
-        result = {"loss_id": loss_id}
-        total = loss_id
+        result = {}
+        total = 0.0
+        if self.id_weight > 0:
+            loss_id = losses.cross_entropy(out.logits.float(), pids, self.label_smoothing)
+            result["loss_id"] = loss_id
+            total = self.id_weight * loss_id
+            result["acc"] = (out.logits.argmax(1) == pids).float().mean().detach()
         if self.triplet_weight > 0:
             loss_tri = losses.batch_hard_triplet(out.feat.float(), pids, self.triplet_margin)
             result["loss_triplet"] = loss_tri
             total = total + self.triplet_weight * loss_tri
-        result["acc"] = (out.logits.argmax(1) == pids).float().mean().detach()
         result["loss"] = total
         return result
+
+    def validation_losses(self, model: nn.Module, cache: ImageCache, device: torch.device,
+                          seed: int = 0) -> dict[str, float]:
+        """Batch-hard triplet loss on P x K batches of held-out identities (identities unseen in
+        training, so the identity loss cannot be scored)."""
+        if self.triplet_weight <= 0:
+            raise ValueError("validation needs a metric loss: set triplet_weight > 0")
+        batches = identity_batches(cache.pids.cpu().numpy(), min(self.num_identities,
+                                   len(cache.pids.unique())), self.num_instances,
+                                   np.random.default_rng(seed))
+        vals = [losses.batch_hard_triplet(_embed(model, cache, b, device), cache.pids[b].to(device),
+                                          self.triplet_margin) for b in batches]
+        return {"val_loss": float(torch.stack(vals).mean())}
 
 
 @dataclass
@@ -76,10 +100,15 @@ class TripletObjective:
     batch_size: int = 32
     margin: float = 1.0
     cross_camera: bool = True
+    triplets_per_epoch: int | None = None   # None: every image is an anchor once per epoch
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        n = len(self.cache)
+        anchors = None
+        if self.triplets_per_epoch is not None and self.triplets_per_epoch < n:
+            anchors = np.sort(rng.choice(n, size=self.triplets_per_epoch, replace=False))
         trip = triplet_indices(self.cache.pids.cpu().numpy(), self.cache.camids.cpu().numpy(), rng,
-                               cross_camera=self.cross_camera)
+                               anchors=anchors, cross_camera=self.cross_camera)
         order = rng.permutation(len(trip))
         stop = (len(trip) // self.batch_size) * self.batch_size
         return [trip[order[i:i + self.batch_size]] for i in range(0, stop, self.batch_size)]
@@ -92,3 +121,20 @@ class TripletObjective:
         a, p, n = feat.chunk(3)
         loss = losses.triplet_margin(a, p, n, self.margin)
         return {"loss_triplet": loss, "loss": loss}
+
+    def validation_losses(self, model: nn.Module, cache: ImageCache, device: torch.device,
+                          seed: int = 0) -> dict[str, float]:
+        """Triplet loss on one fixed APN triplet per held-out image (drawn with `seed`)."""
+        trip = triplet_indices(cache.pids.cpu().numpy(), cache.camids.cpu().numpy(),
+                               np.random.default_rng(seed), cross_camera=self.cross_camera)
+        vals = []
+        for i in range(0, len(trip), 128):
+            a, p, n = (_embed(model, cache, trip[i:i + 128, j], device) for j in range(3))
+            vals.append(losses.triplet_margin(a, p, n, self.margin) * len(a))
+        return {"val_loss": float(torch.stack(vals).sum() / len(trip))}
+
+
+def _embed(model: nn.Module, cache: ImageCache, idx, device: torch.device) -> torch.Tensor:
+    """Embeddings (`feat`) of cached images without augmentation."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    return model(normalize(cache.images[idx].to(device))).feat.float()

@@ -128,3 +128,93 @@ def test_atomic_write_json_leaves_no_partial_file(tmp_path):
     path.write_text("{broken")
     with pytest.raises(ValueError, match="record.json is not valid JSON"):
         read_json(path)
+
+
+def test_validation_keeps_the_weights_of_the_lowest_val_loss(tmp_path):
+    scripted = iter([0.5, 0.2, 0.4, 0.3])  # epoch 2 is the best
+    snapshots = {}
+
+    def validate(model):
+        val = next(scripted)
+        snapshots[val] = {k: v.clone() for k, v in model.state_dict().items()}
+        assert not model.training  # validation runs in eval mode
+        return {"val_loss": val}
+
+    res = fit(Tiny(), _objective(_cache()), TrainConfig(epochs=4, lr=0.05), tmp_path, "cpu",
+              progress=False, validate=validate)
+    assert res.best_epoch == 2
+    assert [r["val_loss"] for r in res.history] == [0.5, 0.2, 0.4, 0.3]
+    assert [r["best_epoch"] for r in res.history] == [1, 2, 2, 2]
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 2 and best["val_loss"] == 0.2
+    for k, v in snapshots[0.2].items():
+        assert torch.equal(best["model"][k], v), k
+
+
+def test_validation_best_survives_resume(tmp_path):
+    vals = [0.2, 0.5, 0.1, 0.3]
+
+    def scripted(start):
+        it = iter(vals[start:])
+        return lambda model: {"val_loss": next(it)}
+
+    obj = _objective(_cache())
+    fit(Tiny(), obj, TrainConfig(epochs=2, lr=0.05), tmp_path, "cpu", False,
+        validate=scripted(0))
+    # resume with more epochs is refused (config differs), so resume the same config after a
+    # simulated crash: rewrite the checkpoint as if only epoch 1 had finished
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["best"] == {"epoch": 1, "val_loss": 0.2}
+    res = fit(Tiny(), obj, TrainConfig(epochs=2, lr=0.05), tmp_path, "cpu", False,
+              validate=scripted(2))  # already complete: nothing runs, the best is kept
+    assert res.best_epoch == 1
+
+
+def test_validate_without_val_loss_is_refused(tmp_path):
+    with pytest.raises(KeyError, match="val_loss"):
+        fit(Tiny(), _objective(_cache()), TrainConfig(epochs=1), tmp_path, "cpu", False,
+            validate=lambda m: {"acc": 1.0})
+
+
+def test_batch_hard_only_objective_needs_no_classifier():
+    cache = _cache(n_ids=4, per_id=4)
+    obj = IdentityObjective(cache, BatchAugment(erasing_p=0.0), sampler="pk", num_identities=2,
+                            num_instances=2, id_weight=0.0, triplet_weight=1.0)
+
+    class NoClassifier(Tiny):
+        def forward(self, x):
+            out = super().forward(x)
+            return ReIDOutput(None, out.feat, out.feat, {})
+
+    batch = obj.epoch_batches(np.random.default_rng(0))[0]
+    losses = obj.step(NoClassifier(), batch, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert set(losses) == {"loss_triplet", "loss"} and torch.equal(losses["loss"],
+                                                                   losses["loss_triplet"])
+    with pytest.raises(ValueError, match="id_weight > 0 or triplet_weight > 0"):
+        IdentityObjective(cache, id_weight=0.0, triplet_weight=0.0)
+
+
+def test_triplets_per_epoch_limits_the_anchors():
+    cache = _cache(n_ids=4, per_id=6)
+    obj = TripletObjective(cache, batch_size=4, triplets_per_epoch=8)
+    batches = obj.epoch_batches(np.random.default_rng(0))
+    trip = np.concatenate(batches)
+    assert trip.shape == (8, 3) and len(set(trip[:, 0])) == 8  # 8 distinct anchors
+    pids = cache.pids.numpy()
+    assert (pids[trip[:, 0]] == pids[trip[:, 1]]).all()
+    assert (pids[trip[:, 0]] != pids[trip[:, 2]]).all()
+
+
+def test_validation_losses_are_fixed_by_the_seed():
+    cache = _cache(n_ids=4, per_id=4)
+    model = Tiny().eval()
+    trip = TripletObjective(cache, margin=0.3)
+    hard = IdentityObjective(cache, sampler="pk", num_identities=2, num_instances=2,
+                             triplet_weight=1.0)
+    with torch.no_grad():
+        for obj in (trip, hard):
+            a = obj.validation_losses(model, cache, torch.device("cpu"), seed=3)["val_loss"]
+            b = obj.validation_losses(model, cache, torch.device("cpu"), seed=3)["val_loss"]
+            assert a == b and np.isfinite(a) and a >= 0
+    with pytest.raises(ValueError, match="triplet_weight > 0"):
+        IdentityObjective(cache).validation_losses(model, cache, torch.device("cpu"))

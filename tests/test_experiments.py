@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -71,3 +72,60 @@ def test_run_experiment_writes_record_and_reuses_it(tmp_path):
     assert again["metrics"] == rec["metrics"] and ckpt.stat().st_mtime_ns == mtime  # no retrain
     art = load_run(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs")
     assert art.distmat.shape == (len(art.caches["query"]), len(art.caches["gallery"]))
+
+
+def test_new_neutral_options_do_not_rename_existing_runs():
+    exp = _tiny_exp()
+    d = exp.to_dict()
+    for k in ("synth_knobs", "val_fraction", "select"):
+        d.pop(k)
+    import hashlib
+    import json
+    legacy = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    assert exp.key() == legacy
+    assert exp.replace(val_fraction=0.1).key() != legacy
+    assert exp.replace(synth_knobs={"bag_visible_prob": 0.3}).key() != legacy
+
+
+def test_synth_knobs_get_their_own_data_folder(tmp_path):
+    from reidnb.experiments import dataset_root
+    from reidnb.io import read_json
+
+    exp = _tiny_exp()
+    plain = dataset_root(exp, tmp_path)
+    knobbed = dataset_root(exp.replace(synth_knobs={"bag_visible_prob": 0.1}), tmp_path)
+    assert plain != knobbed
+    assert read_json(knobbed / "synthreid.json")["knobs"]["bag_visible_prob"] == 0.1
+    assert read_json(plain / "synthreid.json")["knobs"]["bag_visible_prob"] != 0.1
+
+
+def test_select_best_evaluates_the_best_epoch_on_held_out_identities(tmp_path):
+    from reidnb.experiments import lakshmi_experiments
+
+    exp = lakshmi_experiments("smoke")["random_triplet"].replace(
+        height=32, width=16, model="test_tiny", model_kwargs=None, train={"epochs": 3})
+    exp.model_kwargs = {}
+    rec = run_experiment(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs",
+                         progress=False)
+    vals = [h["val_loss"] for h in rec["history"]]
+    assert rec["evaluated_epoch"] == 1 + int(np.argmin(vals))
+    assert rec["split"]["train_ids"] + rec["split"]["val_ids"] == 24 and rec["split"]["val_ids"] == 5
+    best = torch.load(run_dir_for(exp, tmp_path / "runs") / "best.pt", weights_only=False)
+    assert best["epoch"] == rec["evaluated_epoch"]
+    with pytest.raises(ValueError, match="needs val_fraction > 0"):
+        run_experiment(exp.replace(val_fraction=0.0), data_root=tmp_path / "data",
+                       runs_dir=tmp_path / "runs", progress=False)
+
+
+def test_lakshmi_runs_see_the_same_number_of_training_images():
+    from reidnb.experiments import lakshmi_experiments
+
+    exps = lakshmi_experiments("synthetic")
+    rt, bh = exps["random_triplet"], exps["batch_hard"]
+    train_ids = 200 - round(rt.val_fraction * 200)
+    seen_rt = rt.train.epochs * rt.objective_kwargs["triplets_per_epoch"] * 3
+    p, k = bh.objective_kwargs["num_identities"], bh.objective_kwargs["num_instances"]
+    seen_bh = bh.train.epochs * (train_ids // p) * p * k
+    assert abs(seen_rt - seen_bh) / seen_rt < 0.1
+    assert rt.objective_kwargs["margin"] == bh.objective_kwargs["triplet_margin"]
+    assert exps["ide"].key() == ide_experiment("synthetic").key()  # chapter 2's cached run

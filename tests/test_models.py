@@ -49,16 +49,41 @@ def test_unknown_backbone_and_model_names_are_refused():
         register_model("ide", lambda n: None)
 
 
-@pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("bnneck", [False, True])
-def test_model_returns_reid_output_and_all_params_get_grad(name, bnneck):
-    model = build_model(name, 5, backbone="resnet18", pretrained=False, bnneck=bnneck)
+#: Constructor options to test per registered model; a newly registered model must add its own.
+MODEL_CASES = {
+    "ide": [{"bnneck": False}, {"bnneck": True}],
+    "embedding": [{"embed_dim": 16}, {"embed_dim": 16, "l2_normalize": True}],
+}
+
+
+def test_every_registered_model_has_test_cases():
+    library_models = [n for n in list_models() if not n.startswith("test_")]  # test doubles
+    assert sorted(MODEL_CASES) == library_models
+
+
+@pytest.mark.parametrize("name,kwargs", [(n, kw) for n, cases in MODEL_CASES.items()
+                                         for kw in cases])
+def test_model_returns_reid_output_and_all_params_get_grad(name, kwargs):
+    model = build_model(name, 5, backbone="resnet18", pretrained=False, **kwargs)
     for mode in (model.train, model.eval):
         mode()
         out = model(torch.randn(2, 3, 64, 32))
-        assert isinstance(out, ReIDOutput) and out.logits.shape == (2, 5)
+        assert isinstance(out, ReIDOutput)
+        assert out.feat.shape[0] == out.feat_bn.shape[0] == 2
+        if out.logits is not None:
+            assert out.logits.shape == (2, 5)
     model.train()
     out = model(torch.randn(4, 3, 64, 32))
-    (out.logits.sum() + out.feat.sum()).backward()
+    loss = out.feat.sum() if out.logits is None else out.logits.sum() + out.feat.sum()
+    loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_embedding_net_has_no_classifier_and_can_normalise():
+    model = build_model("embedding", 7, backbone="resnet18", pretrained=False, embed_dim=16,
+                        l2_normalize=True).eval()
+    out = model(torch.randn(3, 3, 64, 32))
+    assert out.logits is None and out.feat.shape == (3, 16)
+    assert torch.allclose(out.feat.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert out.feat_bn is out.feat

@@ -55,3 +55,17 @@ def test_pairs_label_matches_identity():
     first, second, same = pair_indices(PIDS, CAMS, np.random.default_rng(1), pos_fraction=0.5)
     assert ((PIDS[first] == PIDS[second]) == (same == 1)).all()
     assert set(same.tolist()) == {0, 1}
+
+
+def test_split_by_identity_is_disjoint_and_seeded():
+    from reidnb.data.samplers import split_by_identity
+
+    pids = np.repeat(np.arange(10), 3)
+    tr, va = split_by_identity(pids, 0.2, seed=1)
+    assert len(set(pids[tr]) & set(pids[va])) == 0 and len(set(pids[va])) == 2
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(30))
+    tr2, va2 = split_by_identity(pids, 0.2, seed=1)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, split_by_identity(pids, 0.2, seed=2)[1])
+    with pytest.raises(ValueError, match="cannot hold out"):
+        split_by_identity(np.array([0, 0, 1, 1]), 0.9)

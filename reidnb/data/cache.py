@@ -44,6 +44,14 @@ class ImageCache:
         return ImageCache(self.images.to(device), self.pids.to(device), self.camids.to(device),
                           self.paths)
 
+    def subset(self, index) -> "ImageCache":
+        """The images at `index` (a sequence of positions or a boolean mask), in that order."""
+        idx = torch.as_tensor(np.asarray(index))
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().flatten()
+        return ImageCache(self.images[idx], self.pids[idx], self.camids[idx],
+                          [self.paths[int(i)] for i in idx])
+
     @classmethod
     def from_records(cls, records: list[Sample], height: int = 128, width: int = 64) -> "ImageCache":
         if not records:

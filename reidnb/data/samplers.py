@@ -9,6 +9,7 @@ they are independent of how images are stored and which pipeline consumes the in
 - `pair_indices`: Siamese pairs with a same/different label (verification losses: jeong2020, jamal2020,
   zheng2019).
 - `triplet_indices`: anchor / positive / negative triplets (the lakshmi tutorial's APN set).
+- `split_by_identity`: a train / validation split with disjoint identities.
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ def _groups(pids: np.ndarray) -> dict[int, np.ndarray]:
     order = np.argsort(pids, kind="stable")
     uniq, starts = np.unique(pids[order], return_index=True)
     return {int(p): g for p, g in zip(uniq, np.split(order, starts[1:]))}
+
+
+def split_by_identity(pids: np.ndarray, val_fraction: float, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) positions with disjoint identities: `val_fraction` of the identities, drawn
+    with `seed`, go to validation (at least one, and at least two left for training)."""
+    pids = np.asarray(pids)
+    ids = np.unique(pids)
+    n_val = int(round(val_fraction * len(ids)))
+    if not 0 < val_fraction < 1 or n_val < 1 or len(ids) - n_val < 2:
+        raise ValueError(f"cannot hold out {val_fraction:.0%} of {len(ids)} identities for "
+                         "validation (need >= 1 held out and >= 2 left)")
+    val_ids = np.random.default_rng(seed).choice(ids, size=n_val, replace=False)
+    is_val = np.isin(pids, val_ids)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator,

@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from .backbones import BACKBONES, WeightsInit, build_backbone, find_imagenet_weights
+from .embedding import EmbeddingNet
 from .heads import BNNeckClassifier, ReIDOutput
 from .ide import IDE
 
@@ -37,6 +38,7 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 
 register_model("ide", IDE)
+register_model("embedding", EmbeddingNet)
 
-__all__ = ["BACKBONES", "BNNeckClassifier", "IDE", "ReIDOutput", "WeightsInit", "build_backbone",
+__all__ = ["BACKBONES", "BNNeckClassifier", "EmbeddingNet", "IDE", "ReIDOutput", "WeightsInit", "build_backbone",
            "build_model", "find_imagenet_weights", "list_models", "register_model"]
