@@ -28,7 +28,7 @@
 # the case that motivates the uniformity loss of `jeong2020` (its Figure 1).
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "paper" (real data, GPU)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128), "paper" (real data, GPU)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
 data_root = "data"      # SynthReID is generated here; for real data the folder holding it
 device = "cpu"

@@ -28,7 +28,7 @@
 # it learned, explains the Market-1501 protocol, and looks at where it attends with Grad-CAM.
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "paper" (real data, GPU)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128), "paper" (real data, GPU)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
 data_root = "data"      # SynthReID is generated here; for real data the folder holding it
 device = "cpu"          # "cuda" on a GPU machine

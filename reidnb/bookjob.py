@@ -71,8 +71,9 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     t0 = time.perf_counter()
     print(f"[1/3] SynthReID ({SYNTH_SIZE.get(profile, 'default')}) in {data_root}/", flush=True)
     t = time.perf_counter()
-    folder = dataset_root(Experiment(name="data", synth_size=SYNTH_SIZE.get(profile, "default")),
-                          REPO / data_root)
+    image_size = {"height": 256, "width": 128} if profile == "gpu" else {}  # as the chapters
+    folder = dataset_root(Experiment(name="data", synth_size=SYNTH_SIZE.get(profile, "default"),
+                                     **image_size), REPO / data_root)
     timings["synthreid"] = time.perf_counter() - t
     print(f"      {folder} ready ({timings['synthreid']:.1f} s)", flush=True)
     srcs = chapter_sources(only=only)

@@ -3,6 +3,7 @@
   reidnb data generate synthreid OUT [--size smoke|default] [--seed 0]
   reidnb data verify NAME PATH
   reidnb run ide [--profile synthetic] [--dataset synthreid] [--data-root data] [--device auto]
+  torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
   reidnb book [--profile synthetic] [--data-root data] [--out build]
 """
 
@@ -37,7 +38,10 @@ def _run(args) -> int:
     exp = factory[args.experiment](args.profile, args.dataset, args.seed)
     record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
                                         force=args.force)
-    print(f"{record['run_name']}: {record['metrics']}")
+    from . import distributed
+    if distributed.is_main():  # under torchrun, once
+        print(f"{record['run_name']}: {record['metrics']}")
+    distributed.shutdown()
     return 0
 
 

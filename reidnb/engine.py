@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .data.cache import ImageCache
 from .data.transforms import normalize
 from .io import atomic_torch_save
@@ -48,6 +49,13 @@ class TrainConfig:
     amp: bool = True                  # bf16 autocast, only on CUDA
     seed: int = 0
     grad_clip: float | None = None
+    channels_last: bool = False       # NHWC weights and activations, only on CUDA (tensor cores)
+    compile: bool = False             # torch.compile the training model, only on CUDA
+
+
+# Settings that change how fast a step runs, not what it computes: a checkpoint written with other
+# values of these still resumes.
+SPEED_FIELDS = ("channels_last", "compile")
 
 
 class Objective(Protocol):
@@ -137,6 +145,11 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
     device = torch.device(device)
     seed_everything(cfg.seed)
     model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    world, rank = distributed.world_size(), distributed.rank()
+    is_main = rank == 0  # only rank 0 writes checkpoints, best.pt and (via on_epoch_end) records
+    train_model = _training_model(model, cfg, device, world)
     opt = build_optimizer(model, cfg)
     result = FitResult()
     start_epoch = 0
@@ -144,7 +157,7 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir else None
     if ckpt_path and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state.get("train_config") != asdict(cfg):
+        if _resume_config(state.get("train_config")) != _resume_config(asdict(cfg)):
             raise ValueError(f"{ckpt_path} was written with another configuration; remove it or "
                              "use another run folder")
         model.load_state_dict(state["model"])
@@ -164,15 +177,20 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
         batches = objective.epoch_batches(rng)
         if not batches:
             raise ValueError("the objective produced no batch for an epoch (too few samples?)")
+        if world > 1:  # every rank drew the same batches; each trains on its share of each
+            batches = distributed.shard_epoch(batches, rank, world, _rows_per_identity(objective))
+            rank_seed = np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0]
+            gen.manual_seed(int(rank_seed))  # each rank its own augmentation draws
         sums: dict[str, float] = {}
+        images = 0  # training images this epoch (a triplet counts three)
         model.train()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, dynamic_ncols=True)
         for step, batch in enumerate(bar):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                losses = objective.step(model, batch, gen, device)
+                losses = objective.step(train_model, batch, gen, device)
             total = losses["loss"]
-            if not torch.isfinite(total):
+            if not torch.isfinite(distributed.all_reduce_mean(total.detach())):  # all ranks stop
                 bad = {k: float(v.detach()) for k, v in losses.items()
                        if not math.isfinite(float(v.detach()))}
                 raise NonFiniteLossError(
@@ -184,12 +202,16 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            images += int(np.asarray(batch).size)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             if progress:
-                bar.set_postfix(loss=f"{float(total):.3f}")
+                bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+        if world > 1:  # losses averaged over the ranks, as over the whole batch
+            sums = dict(zip(sums, distributed.all_reduce_mean(
+                torch.tensor(list(sums.values()), dtype=torch.float64, device=device)).tolist()))
         row = {"epoch": epoch + 1, "lr": lr, **{k: v / len(batches) for k, v in sums.items()},
-               "time_s": time.perf_counter() - t0}
+               "images": images, "time_s": time.perf_counter() - t0}
         if validate is not None:
             model.eval()
             with torch.no_grad():
@@ -198,21 +220,52 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
                 raise KeyError("validate(model) must return a 'val_loss' entry")
             if row["val_loss"] < best["val_loss"]:
                 best = {"epoch": epoch + 1, "val_loss": row["val_loss"]}
-                if ckpt_path:
+                if ckpt_path and is_main:
                     atomic_torch_save(ckpt_path.with_name("best.pt"),
                                       {"model": model.state_dict(), **best})
             row["best_epoch"] = best["epoch"]
         result.history.append(row)
         result.wall_time_s += row["time_s"]
-        if ckpt_path:
+        if ckpt_path and is_main:
             atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "next_epoch": epoch + 1, "history": result.history,
                                           "train_config": asdict(cfg), "best": best,
                                           "wall_time_s": result.wall_time_s})
-        if on_epoch_end:
+        if on_epoch_end and is_main:
             on_epoch_end(epoch + 1, row)
+        distributed.barrier()  # the other ranks read best.pt / the checkpoint only once written
+    distributed.broadcast_buffers(model)  # every rank ends with rank 0's weights and statistics
     result.best_epoch = best["epoch"]
     return result
+
+
+def _training_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    world: int) -> nn.Module:
+    """The module the steps call: `model` itself, wrapped in DistributedDataParallel under
+    torchrun, then compiled when asked on CUDA. Checkpoints always hold `model`'s own weights."""
+    wrapped = model
+    if world > 1:
+        # static_graph: every step uses the same parameters, which lets a loss leave a head
+        # unused (triplet-only training leaves the classifier out) without a graph search per
+        # step; buffers (BN statistics) are broadcast from rank 0 before each forward.
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            static_graph=True)
+    if cfg.compile and device.type == "cuda":
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _rows_per_identity(objective: Objective) -> int:
+    """K for P x K batches (split between ranks by whole identities), else 1."""
+    return int(objective.num_instances) if getattr(objective, "sampler", None) == "pk" else 1
+
+
+def _resume_config(train_config: dict | None) -> dict | None:
+    """A saved TrainConfig without the speed-only settings (older checkpoints lack them)."""
+    if train_config is None:
+        return None
+    return {k: v for k, v in train_config.items() if k not in SPEED_FIELDS}
 
 
 @torch.no_grad()
@@ -223,15 +276,18 @@ def extract_features(model: nn.Module, cache: ImageCache, device: str | torch.de
     device = torch.device(device)
     model.eval().to(device)
     use_amp = amp and device.type == "cuda"
+    images = cache.images
+    if distributed.is_distributed():  # each rank embeds every W-th image; gathered below
+        images = images[distributed.rank()::distributed.world_size()]
     out = []
-    for i in range(0, len(cache), batch_size):
-        x = normalize(cache.images[i:i + batch_size].to(device))
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size].to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             f = getattr(model(x), which).float()
             if flip:
                 f = (f + getattr(model(x.flip(-1)), which).float()) / 2
         out.append(f)
-    return torch.cat(out)
+    return distributed.gather_rows(torch.cat(out), len(cache))
 
 
 def compute_distmat(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:

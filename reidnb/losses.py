@@ -50,3 +50,25 @@ def triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, negative: torch
 def verification(pair_logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
     """Binary same/different identity loss on (B,2) pair logits (jeong2020 Eq. 7, jamal2020, zheng2019)."""
     return F.cross_entropy(pair_logits, same.long())
+
+
+UNIFORMITY_FORMS = ("text", "printed")
+
+
+def uniformity(s_q: torch.Tensor, s_p: torch.Tensor, s_n: torch.Tensor, margin: float = 1.0,
+               form: str = "text") -> torch.Tensor:
+    """Attention uniformity loss (jeong2020 Eq. 8) on attention scores (B,1,H,W) -> scalar.
+
+    d is the L1 distance between flattened scores (a sum over the H x W cells), averaged over
+    the B triplets. `form="text"`: max(d(q,p) - d(q,n) + m, 0), a triplet loss that pulls the
+    same person's attention together, as Sec. 3.3 says the loss should (the default).
+    `form="printed"`: Eq. 8 as typeset, max(d(q,n) - d(q,p) + m, 0), which rewards dissimilar
+    attention for the same person. The paper gives no margin; scores are unbounded, so m only
+    sets their scale, and 1.0 is our default.
+    """
+    if form not in UNIFORMITY_FORMS:
+        raise ValueError(f"uniformity: form={form!r}; choose from {UNIFORMITY_FORMS}")
+    d_qp = (s_q - s_p).flatten(1).abs().sum(1)
+    d_qn = (s_q - s_n).flatten(1).abs().sum(1)
+    gap = d_qp - d_qn if form == "text" else d_qn - d_qp
+    return F.relu(gap + margin).mean()

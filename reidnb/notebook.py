@@ -38,3 +38,23 @@ def _inline_figures() -> None:
     if shell is not None:
         shell.run_line_magic("matplotlib", "inline")
         shell.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+
+
+def show_source(obj, start: str | None = None, stop: str | None = None):
+    """Show the source of a reidnb function or class as a highlighted code block, optionally only
+    the lines from the first containing `start` to the first after it containing `stop`."""
+    import inspect
+    import textwrap
+
+    from IPython.display import Markdown
+
+    lines = inspect.getsource(obj).splitlines()
+    if start is not None:
+        first = next(i for i, line in enumerate(lines) if start in line)
+        last = len(lines)
+        if stop is not None:
+            last = next(i for i, line in enumerate(lines[first + 1:], first + 1) if stop in line) + 1
+        lines = lines[first:last]
+    where = f"{inspect.getmodule(obj).__name__}.{obj.__qualname__}"
+    body = textwrap.dedent("\n".join(lines))
+    return Markdown(f"`{where}`\n\n```python\n{body}\n```")

@@ -138,3 +138,110 @@ def _embed(model: nn.Module, cache: ImageCache, idx, device: torch.device) -> to
     """Embeddings (`feat`) of cached images without augmentation."""
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     return model(normalize(cache.images[idx].to(device))).feat.float()
+
+
+@dataclass
+class SiameseObjective:
+    """jeong2020's training (Sec. 4.2, Eq. 9): L = w_id L_id + w_ver L_ver + w_unif L_unif.
+
+    A batch is P anchors of P different identities (`num_identities`), each with a positive
+    (another image of its identity, from another camera when there is one) and a negative (an
+    image of another identity): 3P images. L_id is cross-entropy on all 3P images; L_ver is the
+    two-way verification loss on the P (anchor, positive) pairs labelled "same" and the P
+    (anchor, negative) pairs labelled "different" (the model's verification head, Eqs. 6-7,
+    asked for through `model(images, pairs=...)`); L_unif is the
+    uniformity loss on the attention scores extras["score"] (Eq. 8, `losses.uniformity`).
+    An epoch draws `anchors_per_epoch` anchors (default: as many as training images), every
+    identity once per round. `unif_weight=0` gives Table 5's "+AM" and baseline rows; the
+    uniformity loss is then still reported, computed without gradient.
+    """
+
+    cache: ImageCache
+    augment: BatchAugment = field(default_factory=BatchAugment)
+    num_identities: int = 16
+    anchors_per_epoch: int | None = None
+    cross_camera: bool = True
+    id_weight: float = 1.0
+    ver_weight: float = 1.0
+    unif_weight: float = 1.0
+    unif_margin: float = 1.0
+    unif_form: str = "text"
+    label_smoothing: float = 0.0
+    val_triplets: int = 512
+
+    def __post_init__(self):
+        if self.unif_form not in losses.UNIFORMITY_FORMS:
+            raise ValueError(f"SiameseObjective: unif_form={self.unif_form!r}; choose from "
+                             f"{losses.UNIFORMITY_FORMS}")
+
+    def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """(P, 3) anchor / positive / negative index arrays, P distinct identities each."""
+        pids = self.cache.pids.cpu().numpy()
+        target = self.anchors_per_epoch or len(pids)
+        n_batches = max(1, target // self.num_identities)
+        anchor_batches: list[np.ndarray] = []
+        while len(anchor_batches) < n_batches:   # each round: every identity once
+            anchor_batches += identity_batches(pids, self.num_identities, 1, rng)
+        anchors = np.concatenate(anchor_batches[:n_batches])
+        trip = triplet_indices(pids, self.cache.camids.cpu().numpy(), rng, anchors=anchors,
+                               cross_camera=self.cross_camera)
+        return list(trip.reshape(n_batches, self.num_identities, 3))
+
+    @staticmethod
+    def _pairs(num_triplets: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch positions of the (anchor, positive) then (anchor, negative) pairs."""
+        a = torch.arange(num_triplets, device=device)
+        return torch.cat([a, a]), torch.cat([a + num_triplets, a + 2 * num_triplets])
+
+    def _losses(self, out, pids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        pair_logits = out.extras["pair_logits"].float()
+        num = len(pair_logits) // 2
+        same = torch.cat([torch.ones(num), torch.zeros(num)]).long().to(pair_logits.device)
+        result = {"loss_ver": losses.verification(pair_logits, same),
+                  "acc_ver": (pair_logits.argmax(1) == same).float().mean().detach()}
+        scores = out.extras["score"].float()
+        if self.unif_weight <= 0:
+            scores = scores.detach()
+        result["loss_unif"] = losses.uniformity(*scores.chunk(3), margin=self.unif_margin,
+                                                form=self.unif_form)
+        if pids is not None:
+            result["loss_id"] = losses.cross_entropy(out.logits.float(), pids,
+                                                     self.label_smoothing)
+            result["acc"] = (out.logits.argmax(1) == pids).float().mean().detach()
+        return result
+
+    def step(self, model: nn.Module, batch, gen: torch.Generator, device: torch.device
+             ) -> dict[str, torch.Tensor]:
+        flat = np.asarray(batch).T.reshape(-1)  # anchors, then positives, then negatives
+        images, pids = _batch(self.cache, flat, self.augment, gen, device)
+        out = model(images, pairs=self._pairs(len(flat) // 3, images.device))
+        result = self._losses(out, pids)
+        total = self.id_weight * result["loss_id"] + self.ver_weight * result["loss_ver"]
+        if self.unif_weight > 0:
+            total = total + self.unif_weight * result["loss_unif"]
+        result["loss"] = total
+        return result
+
+    def validation_losses(self, model: nn.Module, cache: ImageCache, device: torch.device,
+                          seed: int = 0) -> dict[str, float]:
+        """Verification (+ weighted uniformity) loss on up to `val_triplets` fixed triplets of
+        held-out identities (their identity loss cannot be scored)."""
+        rng = np.random.default_rng(seed)
+        n = len(cache)
+        anchors = np.sort(rng.choice(n, size=min(n, self.val_triplets), replace=False))
+        trip = triplet_indices(cache.pids.cpu().numpy(), cache.camids.cpu().numpy(), rng,
+                               anchors=anchors, cross_camera=self.cross_camera)
+        sums, count = {"val_ver": 0.0, "val_unif": 0.0}, 0
+        for i in range(0, len(trip), 128):
+            chunk = trip[i:i + 128]
+            idx = torch.as_tensor(chunk.T.reshape(-1))
+            out = model(normalize(cache.images[idx].to(device)),
+                        pairs=self._pairs(len(chunk), device))
+            part = self._losses(out, None)
+            sums["val_ver"] += float(part["loss_ver"]) * len(chunk)
+            sums["val_unif"] += float(part["loss_unif"]) * len(chunk)
+            count += len(chunk)
+        result = {k: v / count for k, v in sums.items()}
+        result["val_loss"] = (self.ver_weight * result["val_ver"]
+                              + max(self.unif_weight, 0.0) * result["val_unif"])
+        return result

@@ -16,6 +16,16 @@ from .io import read_json
 #: Which claims ledger rows an experiment reproduces: name -> [(paper, table, method)].
 CLAIM_LINKS: dict[str, list[tuple[str, str, str]]] = {
     "ide": [("zheng2019", "3", "IDE baseline")],
+    # jeong2020_experiment names (method names checked against claims.load_claims())
+    "jeong2020_baseline": [("jeong2020", "5", "ResNet-50 baseline")],
+    "jeong2020_am": [("jeong2020", "5", "ResNet-50 +AM")],
+    "jeong2020_full": [("jeong2020", "5", "ResNet-50 +AM+UL"),
+                       ("jeong2020", "6", "ResNet-50 +AM@layer3+UL")],
+    "jeong2020_vgg_baseline": [("jeong2020", "5", "VGG16 baseline")],
+    "jeong2020_vgg_am": [("jeong2020", "5", "VGG16 +AM")],
+    "jeong2020_vgg_full": [("jeong2020", "5", "VGG16 +AM+UL")],
+    **{f"jeong2020_full_layer{i}": [("jeong2020", "6", f"ResNet-50 +AM@layer{i}+UL")]
+       for i in (1, 2, 4)},
 }
 
 
@@ -115,3 +125,29 @@ def eval_speed_table(path: str | Path = "benchmarks/results/bench_eval_cpu.json"
     ]
     machine = f"{bench['cores']} CPU cores, {bench['device']['device']}, {bench['date']}"
     return pd.DataFrame(rows).set_index("task").round(3).assign(machine=machine)
+
+
+def compare_runs(runs: dict[str, "object"], runs_dir: str | Path = "runs",
+                 metrics=("rank1", "rank5", "mAP"), protocol: str = "single_query"
+                 ) -> pd.DataFrame:
+    """One row per labelled experiment, read from its run record: metrics, the epoch evaluated,
+    training images seen (a triplet counts three) and training time. A run without a complete
+    record is listed as "not run" rather than left out."""
+    from .experiments import run_dir_for
+
+    rows = []
+    for label, exp in runs.items():
+        path = run_dir_for(exp, runs_dir) / "record.json"
+        rec = read_json(path) if path.exists() else {}
+        row = {"method": label, "run": exp.run_name}
+        if rec.get("status") != "complete":
+            rows.append({**row, "status": "not run"})
+            continue
+        hist = rec["history"]
+        seen = sum(h["images"] for h in hist) if all("images" in h for h in hist) else None
+        row.update({m: rec["metrics"][protocol].get(m) for m in metrics})
+        row.update({"epochs": len(hist), "evaluated epoch": rec.get("evaluated_epoch", len(hist)),
+                    "train images seen": seen, "train time (min)": rec["train_time_s"] / 60,
+                    "status": "complete"})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method").round(2)

@@ -53,6 +53,8 @@ def test_unknown_backbone_and_model_names_are_refused():
 MODEL_CASES = {
     "ide": [{"bnneck": False}, {"bnneck": True}],
     "embedding": [{"embed_dim": 16}, {"embed_dim": 16, "l2_normalize": True}],
+    "jeong2020": [{"encoder_padding": True}, {"attention": False},
+                  {"encoder_padding": True, "stage": "layer2", "classifier_hidden": 8}],
 }
 
 
@@ -75,6 +77,8 @@ def test_model_returns_reid_output_and_all_params_get_grad(name, kwargs):
     model.train()
     out = model(torch.randn(4, 3, 64, 32))
     loss = out.feat.sum() if out.logits is None else out.logits.sum() + out.feat.sum()
+    if "score" in out.extras:  # attention score and pair head of a Siamese model (jeong2020)
+        loss = loss + out.extras["score"].sum() + model.verify(out.feat[:2], out.feat[2:]).sum()
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"

@@ -14,6 +14,7 @@ from .backbones import BACKBONES, WeightsInit, build_backbone, find_imagenet_wei
 from .embedding import EmbeddingNet
 from .heads import BNNeckClassifier, ReIDOutput
 from .ide import IDE
+from .jeong2020 import Jeong2020
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -39,6 +40,7 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 register_model("ide", IDE)
 register_model("embedding", EmbeddingNet)
+register_model("jeong2020", Jeong2020)
 
-__all__ = ["BACKBONES", "BNNeckClassifier", "EmbeddingNet", "IDE", "ReIDOutput", "WeightsInit", "build_backbone",
+__all__ = ["BACKBONES", "BNNeckClassifier", "EmbeddingNet", "IDE", "Jeong2020", "ReIDOutput", "WeightsInit", "build_backbone",
            "build_model", "find_imagenet_weights", "list_models", "register_model"]

@@ -1,0 +1,34 @@
+import numpy as np
+
+from reidnb import widgets
+
+
+def _problem():
+    # 3 queries, 4 gallery images; query 1's nearest valid match is a wrong identity
+    dist = np.array([[0.1, 0.5, 0.9, 0.8],
+                     [0.9, 0.2, 0.1, 0.7],
+                     [0.6, 0.6, 0.9, 0.05]])
+    q_pids, g_pids = np.array([1, 2, 3]), np.array([1, 2, 4, 3])
+    q_cams, g_cams = np.array([0, 0, 0]), np.array([1, 1, 1, 0])
+    imgs = [np.full((16, 8, 3), 40 * i, np.uint8) for i in range(4)]
+    return imgs, dist, q_pids, g_pids, q_cams, g_cams
+
+
+def test_wrong_top1_applies_the_protocol_exclusions():
+    _, dist, qp, gp, qc, gc = _problem()
+    # query 2 (pid 3) has its only match in its own camera -> excluded; its top-1 is pid 1: wrong
+    assert widgets.wrong_top1(dist, qp, gp, qc, gc).tolist() == [1, 2]
+
+
+def test_query_browser_walks_all_or_only_failed_queries_and_redraws():
+    imgs, dist, qp, gp, qc, gc = _problem()
+    b = widgets.query_browser(imgs[:3], imgs, dist, qp, gp, qc, gc, topk=2, images_as="arrays")
+    assert b.query() == 0 and b.slider.max == 2
+    first = b.image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    b.slider.value = 1
+    assert b.query() == 1 and b.image.value != first
+    b.only_wrong.value = True
+    assert b.slider.max == 1 and b.query() == 2  # second failure
+    b.slider.value = 0
+    assert b.query() == 1
