@@ -78,3 +78,30 @@ def _by_child(counts: dict[str, dict], top: str) -> dict[str, int]:
             depth = groups.setdefault(parts[1], {})
             depth[len(parts)] = depth.get(len(parts), 0) + int(sum(ops.values()))
     return {child: depth[min(depth)] for child, depth in groups.items()}
+
+
+@torch.no_grad()
+def output_shapes(model: nn.Module, modules: list[str], input_size: tuple[int, int] = (256, 128)
+                  ) -> dict[str, tuple[int, ...]]:
+    """Shape (without the batch) of each named submodule's output for one image, in eval mode;
+    for a module returning a tuple, its first tensor. Raises KeyError naming unknown modules."""
+    named = dict(model.named_modules())
+    unknown = [m for m in modules if m not in named]
+    if unknown:
+        raise KeyError(f"output_shapes: no submodule {unknown} in {type(model).__name__}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for name in modules:
+        def hook(_mod, _inp, out, name=name):
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            shapes[name] = tuple(t.shape[1:])
+        hooks.append(named[name].register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 3, *input_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {m: shapes[m] for m in modules if m in shapes}

@@ -151,3 +151,66 @@ def compare_runs(runs: dict[str, "object"], runs_dir: str | Path = "runs",
                     "status": "complete"})
         rows.append(row)
     return pd.DataFrame(rows).set_index("method").round(2)
+
+
+def seed_table(groups: dict[str, list], runs_dir: str | Path = "runs",
+               metrics=("rank1", "mAP"), protocol: str = "single_query") -> pd.DataFrame:
+    """One row per label: mean and spread (population std) over the seeds of its experiments,
+    read from their run records, and how many seeds had a complete record. A label with none
+    reads "not run"."""
+    from .experiments import run_dir_for
+
+    rows = []
+    for label, exps in groups.items():
+        vals: dict[str, list[float]] = {m: [] for m in metrics}
+        for exp in exps:
+            path = run_dir_for(exp, runs_dir) / "record.json"
+            rec = read_json(path) if path.exists() else {}
+            if rec.get("status") == "complete":
+                for m in metrics:
+                    vals[m].append(rec["metrics"][protocol][m])
+        n = len(vals[metrics[0]])
+        row = {"label": label, "seeds": n}
+        for m in metrics:
+            row[m] = float(pd.Series(vals[m]).mean()) if n else None
+            row[f"{m} ±"] = float(pd.Series(vals[m]).std(ddof=0)) if n else None
+        row["status"] = "complete" if n else "not run"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("label").round(2)
+
+
+def with_claims(table: pd.DataFrame, methods: dict[str, tuple[str, str, str]],
+                dataset: str = "market1501", protocol: str = "single_query") -> pd.DataFrame:
+    """`table` (e.g. from `seed_table`) with the paper's number beside each metric column, as
+    "paper <metric>"; `methods` maps a row label to the ledger's (paper, table, method)."""
+    from .claims import claim
+
+    out = table.copy()
+    metrics = [c for c in table.columns if c in ("rank1", "rank5", "rank10", "mAP")]
+    for m in metrics:
+        out[f"paper {m}"] = [claim(*methods[label][:2], dataset, protocol, methods[label][2], m)
+                             if label in methods else None for label in table.index]
+    return out
+
+
+def ordering_verdicts(table: pd.DataFrame, order: list[str], metric: str = "rank1"
+                      ) -> list[str]:
+    """For each neighbouring pair of a claimed ordering (worst first), a sentence saying whether
+    the runs agree, and whether the gap is larger than the seeds' spread."""
+    out = []
+    for lo, hi in zip(order[:-1], order[1:]):
+        a, b = table.loc[lo], table.loc[hi]
+        if a["status"] != "complete" or b["status"] != "complete":
+            out.append(f"{hi} > {lo} ({metric}): not run in this profile")
+            continue
+        gap = b[metric] - a[metric]
+        spread = max(a.get(f"{metric} ±") or 0.0, b.get(f"{metric} ±") or 0.0)
+        seeds = int(min(a["seeds"], b["seeds"]))
+        verdict = "holds" if gap > 0 else "does not hold"
+        if seeds > 1:
+            size = "larger" if abs(gap) > spread else "not larger"
+            note = f"{size} than the seeds' spread of {spread:.1f}"
+        else:
+            note = "one seed, no spread"
+        out.append(f"{hi} > {lo} ({metric}): {verdict} here ({gap:+.1f} points; {note})")
+    return out

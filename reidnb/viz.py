@@ -362,3 +362,19 @@ def attention_grid(rows: Mapping[str, Any], images: Any, alpha: float = 0.5,
             if orientation == "columns" and i == 0:
                 ax.set_title(name, fontsize=9)
     return fig
+
+
+def metric_sweep(frame: Any, x_label: str, y_label: str = "rank-1 (%)",
+                 title: str | None = None) -> Figure:
+    """One line per column of `frame` (a pandas DataFrame indexed by the swept value)."""
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for col in frame.columns:
+        ax.plot(frame.index, frame[col], marker="o", label=str(col))
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

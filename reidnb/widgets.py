@@ -85,6 +85,29 @@ class QueryBrowser:
         display(self.widget)
 
 
+class FigureBrowser:
+    """A slider over `n` items and the figure `make_figure(i)` of the chosen one, as an image."""
+
+    def __init__(self, n: int, make_figure, description: str = "item", start: int = 0):
+        import ipywidgets as w
+
+        self.make_figure = make_figure
+        self.slider = w.IntSlider(value=start, min=0, max=n - 1, description=description,
+                                  continuous_update=False)
+        self.image = w.Image(format="png")
+        self.slider.observe(self.draw, names="value")
+        self.widget = w.VBox([self.slider, self.image])
+        self.draw()
+
+    def draw(self, *_) -> None:
+        self.image.value = figure_png(self.make_figure(self.slider.value))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
 def query_browser(*args, **kwargs) -> QueryBrowser:
     """`QueryBrowser(...)`; displaying it shows the slider, the checkbox and the ranking."""
     return QueryBrowser(*args, **kwargs)

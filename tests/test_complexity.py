@@ -53,3 +53,16 @@ def test_jeong2020_resnet50_cost_against_sec42():
     assert round(trunk_and_am / 1e6, 1) == 27.7
     with pytest.raises(ValueError, match="input_size"):
         count_flops(model, input_size=(256,))
+
+
+def test_output_shapes_of_named_submodules():
+    from torch import nn
+
+    from reidnb.complexity import output_shapes
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    shapes = output_shapes(net, ["0", "2"], input_size=(8, 6))
+    assert shapes == {"0": (4, 4, 3), "2": (4, 1, 1)}
+    import pytest
+    with pytest.raises(KeyError, match="no submodule"):
+        output_shapes(net, ["5"], input_size=(8, 6))

@@ -61,3 +61,29 @@ def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
     assert table.loc["re_ranking, 2000 items", "speed-up"] == 10.0
     assert table.loc["re_ranking, 19281 items", "reidnb (s)"] == 1.9
     assert set(table.machine) == {"2 CPU cores, cpu, 2026-11-23"}
+
+
+def test_seed_table_ordering_verdicts_and_claims(tmp_path):
+    from reidnb.engine import TrainConfig
+    from reidnb.experiments import Experiment, run_dir_for
+    from reidnb.results import ordering_verdicts, seed_table, with_claims
+
+    def exp(name, seed):
+        return Experiment(name=name, train=TrainConfig(seed=seed))
+
+    for name, seed, r1 in (("a", 0, 50.0), ("a", 1, 54.0), ("b", 0, 53.0), ("b", 1, 57.0)):
+        rec = _record(name, seed, r1, r1 / 2)
+        atomic_write_json(run_dir_for(exp(name, seed), tmp_path) / "record.json", rec)
+    table = seed_table({"base": [exp("a", 0), exp("a", 1)], "better": [exp("b", 0), exp("b", 1)],
+                        "missing": [exp("c", 0)]}, tmp_path)
+    assert table.loc["base", "rank1"] == 52.0 and table.loc["base", "rank1 ±"] == 2.0
+    assert table.loc["missing", "status"] == "not run" and table.loc["missing", "seeds"] == 0
+    verdicts = ordering_verdicts(table, ["base", "better", "missing"])
+    assert verdicts[0] == ("better > base (rank1): holds here (+3.0 points; larger than the "
+                           "seeds' spread of 2.0)")
+    assert "not run" in verdicts[1]
+    flipped = ordering_verdicts(table, ["better", "base"])
+    assert "does not hold" in flipped[0]
+    claimed = with_claims(table, {"base": ("jeong2020", "5", "ResNet-50 baseline")})
+    assert claimed.loc["base", "paper rank1"] == 88.1 and pd.isna(claimed.loc["better",
+                                                                              "paper rank1"])

@@ -32,3 +32,20 @@ def test_query_browser_walks_all_or_only_failed_queries_and_redraws():
     assert b.slider.max == 1 and b.query() == 2  # second failure
     b.slider.value = 0
     assert b.query() == 1
+
+
+def test_figure_browser_redraws_the_chosen_item():
+    from matplotlib.figure import Figure
+
+    calls = []
+
+    def make(i):
+        calls.append(i)
+        fig = Figure(figsize=(1, 1))
+        fig.add_subplot().bar([0], [i + 1])
+        return fig
+
+    b = widgets.FigureBrowser(3, make, description="query")
+    first = b.image.value
+    b.slider.value = 2
+    assert calls == [0, 2] and b.image.value != first and b.slider.max == 2
