@@ -468,7 +468,7 @@ JEONG2020_PLAN = {
     "smoke": {"seeds": (0,), "stages": ("layer2", "layer3"), "bag_visible": (0.2,),
               "vgg": False},
     "synthetic": {"seeds": (0, 1), "stages": ("layer1", "layer2", "layer3", "layer4"),
-                  "bag_visible": (0.2, 0.5), "vgg": False},
+                  "bag_visible": (0.5,), "vgg": False},
     "gpu": {"seeds": (0, 1, 2), "stages": ("layer1", "layer2", "layer3", "layer4"),
             "bag_visible": (0.0, 0.2, 0.5, 1.0), "vgg": True},
     "paper": {"seeds": (0, 1, 2), "stages": ("layer1", "layer2", "layer3", "layer4"),

@@ -132,3 +132,19 @@ def test_lakshmi_runs_see_the_same_number_of_training_images():
     assert abs(seen_rt - seen_bh) / seen_rt < 0.1
     assert rt.objective_kwargs["margin"] == bh.objective_kwargs["triplet_margin"]
     assert exps["ide"].key() == ide_experiment("synthetic").key()  # chapter 2's cached run
+
+
+def test_jeong2020_plan_reuses_runs_across_tables_and_names_sweeps_apart():
+    from reidnb.experiments import JEONG2020_PLAN, jeong2020_plan
+
+    plan = jeong2020_plan("synthetic")
+    seeds = JEONG2020_PLAN["synthetic"]["seeds"]
+    assert len(plan["table5"]) == 3 * len(seeds)  # ResNet rows only on a CPU
+    layer3 = [e for e in plan["table6"] if e.model_kwargs["stage"] == "layer3"][0]
+    assert layer3.key() == plan["table5"][0].key()  # Table 6's layer3 row is Table 5's run
+    names = [e.name for e in plan["bag_sweep"]]
+    assert len(set(names)) == len(names) and all("_bag" in n for n in names)
+    assert all(e.synth_knobs["bag_visible_prob"] != 0.8 for e in plan["bag_sweep"])
+    assert {e.model_kwargs["backbone"] for e in jeong2020_plan("gpu")["table5"]} == {"resnet50",
+                                                                                    "vgg16"}
+    assert jeong2020_plan("paper", "market1501")["bag_sweep"] == []  # a SynthReID knob
