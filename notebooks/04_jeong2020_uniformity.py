@@ -56,14 +56,14 @@ from reidnb.data.transforms import normalize
 from reidnb.experiments import (JEONG2020_PLAN, jeong2020_experiment, jeong2020_plan, load_data,
                                 load_trained, run_experiment)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
-from reidnb.models.jeong2020 import Jeong2020
+from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.notebook import show_source
 from reidnb.results import ordering_verdicts, seed_table, with_claims
 
 reidnb.notebook.setup()
 plan = jeong2020_plan(profile, dataset)
-full = jeong2020_experiment(profile, "full", seed=JEONG2020_PLAN[profile]["seeds"][0],
-                            dataset=dataset)
+first = JEONG2020_PLAN[profile]["seeds"][0]
+full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)
 pd.DataFrame({
     "setting": ["backbone", "image size", "attention after", "encoder padding", "epochs",
                 "anchors per epoch", "P (anchors per batch)", "lr", "uniformity margin / form",
@@ -298,6 +298,46 @@ for metric in ("rank1", "mAP"):
         print(line)
 
 # %% [markdown]
+# ### Which sign of Eq. 8 does the evidence support?
+# We also train the full model with Eq. 8 exactly as printed (first seed) and measure, on the
+# query images, the mean L1 distance between the attention scores $s$ of the same person seen
+# by two cameras and of two different people. The loss is meant to make the first small
+# relative to the second (a ratio below 1); the +AM run, trained without $L_{unif}$, is the
+# reference.
+
+# %% tags=["nbval-ignore-output"]
+for exp in plan["eq8_printed"]:
+    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
+                         progress=False)
+    print(rec["run_name"], "-", rec["status"])
+
+# %%
+eq8_runs = {"+AM (no uniformity loss)": jeong2020_experiment(profile, "am", seed=first,
+                                                             dataset=dataset),
+            "+AM+UL, text form (default)": full,
+            "+AM+UL, Eq. 8 as printed": plan["eq8_printed"][0]}
+eq8 = seed_table({label: [e] for label, e in eq8_runs.items()}, runs_dir)[["rank1", "mAP"]]
+q_images = normalize(caches["query"].images)
+dists = {label: score_distances(load_trained(e, runs_dir, ds.num_train_pids), q_images,
+                                caches["query"].pids, caches["query"].camids)
+         for label, e in eq8_runs.items()}
+eq8.join(pd.DataFrame(dists).T.add_prefix("score L1, ")).round(3)
+
+# %%
+r = {label: d["ratio"] for label, d in dists.items()}
+text_label, printed_label = list(eq8_runs)[1:]
+collapsed = [label for label, v in r.items() if np.isnan(v)]
+if collapsed:
+    print("the score head collapsed (every image gets the same score map) in:",
+          ", ".join(collapsed), "| ratios of the others:",
+          ", ".join(f"{k}: {v:.3f}" for k, v in r.items() if k not in collapsed))
+else:
+    closer = text_label if r[text_label] < r[printed_label] else printed_label
+    print(f"same-person / different-people score distance: text form {r[text_label]:.3f}, "
+          f"printed form {r[printed_label]:.3f}, without the loss {r[list(eq8_runs)[0]]:.3f}; "
+          f"the form that makes one person's attention more alike here: {closer}")
+
+# %% [markdown]
 # ## 6. Table 6 — where to put the module
 # The full model with the module after layer1, 2, 3 or 4 (first seed). After layer4 the paper
 # drops one encoder convolution (Sec. 4.4.2); `encoder_convs` does so automatically.
@@ -350,7 +390,6 @@ for exp in plan["bag_sweep"]:
     print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}")
 
 # %%
-first = JEONG2020_PLAN[profile]["seeds"][0]
 sweep_groups = {}
 for variant, label in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL")):
     for p in values:

@@ -480,9 +480,9 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
                    ) -> dict[str, list[Experiment]]:
     """Every run the jeong2020 chapter needs, grouped by what it feeds:
     "table5" (baseline / +AM / +AM+UL per backbone and seed), "table6" (the full model with the
-    module after each stage, first seed; layer3 is Table 5's run) and "bag_sweep" (the three
+    module after each stage, first seed; layer3 is Table 5's run), "bag_sweep" (the three
     variants on SynthReID sets whose carried bag is visible with another probability; SynthReID
-    only). The default set's own bag visibility (0.8) is Table 5's first-seed run."""
+    only) and "eq8_printed" (the full model trained with Eq. 8 exactly as printed, first seed). The default set's own bag visibility (0.8) is Table 5's first-seed run."""
     plan = JEONG2020_PLAN[profile]
     backbones = ("resnet", "vgg") if plan["vgg"] else ("resnet",)
     table5 = [jeong2020_experiment(profile, v, b, seed=s, dataset=dataset)
@@ -495,4 +495,8 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
                                       synth_knobs={"bag_visible_prob": p},
                                       name=f"jeong2020_{v}_bag{p:g}")
                  for p in plan["bag_visible"] for v in JEONG2020_VARIANTS]
-    return {"table5": table5, "table6": table6, "bag_sweep": sweep}
+    # Eq. 8 as printed (distances swapped), to test the sign against the text's form
+    printed = [jeong2020_experiment(profile, "full", seed=plan["seeds"][0], dataset=dataset,
+                                    objective_kwargs={"unif_form": "printed"},
+                                    name="jeong2020_full_printed_eq8")]
+    return {"table5": table5, "table6": table6, "bag_sweep": sweep, "eq8_printed": printed}

@@ -171,3 +171,35 @@ def test_jeong2020_variants_differ_as_table5_rows():
     assert l4.name == "jeong2020_full_layer4" and l4.train.seed == 2 and l4.train.epochs == 1
     with pytest.raises(ValueError, match="variant='ul'"):
         jeong2020_experiment("synthetic", variant="ul")
+
+
+def test_score_distances_separates_pairs_by_identity_and_camera():
+    from reidnb.models.jeong2020 import score_distances
+    from reidnb.models.heads import ReIDOutput
+
+    class Scores(torch.nn.Module):  # the score is the image's first pixel, broadcast to 2x2
+        def forward(self, x):
+            s = x[:, :1, :1, :1].expand(-1, 1, 2, 2)
+            return ReIDOutput(None, x.flatten(1), x.flatten(1), {"score": s})
+
+    vals = torch.tensor([0.0, 0.5, 3.0, 3.5])  # ids 0,0,1,1; cameras 0,1,0,1
+    images = vals.view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    out = score_distances(Scores(), images, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]))
+    # same-person pairs: |0-0.5|*4 and |3-3.5|*4 -> 2.0; different: 4 pairs, L1 over 4 cells
+    assert out["same person"] == pytest.approx(2.0)
+    assert out["different people"] == pytest.approx(4 * (3.0 + 3.5 + 2.5 + 3.0) / 4)
+    assert out["ratio"] == pytest.approx(2.0 / 12.0)
+
+
+def test_score_distances_ratio_is_nan_for_a_collapsed_score_head():
+    from reidnb.models.heads import ReIDOutput
+    from reidnb.models.jeong2020 import score_distances
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return ReIDOutput(None, x.flatten(1), x.flatten(1),
+                              {"score": torch.full((len(x), 1, 2, 2), 0.5)})
+
+    out = score_distances(Constant(), torch.zeros(4, 3, 2, 2), torch.tensor([0, 0, 1, 1]),
+                          torch.tensor([0, 1, 0, 1]))
+    assert out["different people"] == 0.0 and np.isnan(out["ratio"])

@@ -113,3 +113,25 @@ class Jeong2020(nn.Module):
     def verify(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Same/different logits (B, 2) of embedding pairs (Eq. 6); index 1 means "same"."""
         return self.verifier(z1 * z2)
+
+
+@torch.no_grad()
+def score_distances(model: nn.Module, images: torch.Tensor, pids: torch.Tensor,
+                    camids: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
+    """Mean L1 distance between the attention scores s (Sec. 3.3) of image pairs: same person
+    seen by different cameras, and different people. Eq. 8 (in the text's form) should make the
+    first small against the second; `images` are normalised (N,3,H,W). The ratio is NaN when
+    every image gets the same score map (a collapsed score head)."""
+    model.eval()
+    scores = torch.cat([model(images[i:i + batch_size]).extras["score"].flatten(1).float()
+                        for i in range(0, len(images), batch_size)])
+    dist = torch.cdist(scores, scores, p=1)
+    same = pids[:, None] == pids[None, :]
+    cross_cam = camids[:, None] != camids[None, :]
+    upper = torch.ones_like(same).triu(1)
+    pos, neg = same & cross_cam & upper, ~same & upper
+    if not pos.any() or not neg.any():
+        raise ValueError("score_distances needs a person seen by two cameras and two people")
+    d_pos, d_neg = float(dist[pos].mean()), float(dist[neg].mean())
+    ratio = d_pos / d_neg if d_neg > 0 else float("nan")
+    return {"same person": d_pos, "different people": d_neg, "ratio": ratio}
