@@ -331,10 +331,14 @@ def evaluate(model: nn.Module, query: ImageCache, gallery: ImageCache,
         from .metrics import re_ranking
 
         distmat = torch.as_tensor(re_ranking(distmat, compute_distmat(qf, qf, metric),
-                                             compute_distmat(gf, gf, metric)))
+                                             compute_distmat(gf, gf, metric)),
+                                  device=distmat.device)
         protocol = "rerank"
     max_rank = min(max_rank, len(gallery))
-    cmc, mAP = evaluate_rank(distmat.cpu().numpy(), query.pids.numpy(), gallery.pids.numpy(),
-                             query.camids.numpy(), gallery.camids.numpy(), max_rank=max_rank, ap=ap)
+    # features, distances, re-ranking and ranking stay on the features' device (the GPU on CUDA);
+    # only the CMC curve and mAP come back
+    dev = distmat.device
+    cmc, mAP = evaluate_rank(distmat, query.pids.to(dev), gallery.pids.to(dev),
+                             query.camids.to(dev), gallery.camids.to(dev), max_rank=max_rank, ap=ap)
     res = EvalResult(np.asarray(cmc), float(mAP), protocol)
     return (res, distmat.cpu().numpy()) if return_distmat else res
