@@ -48,7 +48,9 @@ import torch
 import reidnb.notebook
 from reidnb import engine, losses, objectives, viz, widgets
 from reidnb.data import samplers
-from reidnb.experiments import lakshmi_experiments, load_data, load_run, run_experiment
+from reidnb.experiments import (lakshmi_experiments, load_data, load_run, run_dir_for,
+                                run_experiment)
+from reidnb.io import read_json
 from reidnb.metrics import evaluate_rank
 from reidnb.models import EmbeddingNet
 from reidnb.notebook import show_source
@@ -270,14 +272,8 @@ print(f"batch-hard minus random triplets: rank-1 {bh['rank1'] - rt['rank1']:+.1f
       f"mAP {bh['mAP'] - rt['mAP']:+.1f} points ({profile} profile, seed {seed}, one run each)")
 
 # %%
-curves = {}
-for label, e in labels.items():
-    r = load_run(e, data_root=data_root, runs_dir=runs_dir, device=device)
-    curves[label] = evaluate_rank(r.distmat, r.caches["query"].pids.numpy(),
-                                  r.caches["gallery"].pids.numpy(),
-                                  r.caches["query"].camids.numpy(),
-                                  r.caches["gallery"].camids.numpy(),
-                                  max_rank=min(20, len(g)))[0]
+curves = {label: read_json(run_dir_for(e, runs_dir) / "record.json")["cmc"]["single_query"]
+          for label, e in labels.items()}  # the CMC each run record stores (ranks 1..50)
 viz.cmc_curve(curves, max_rank=min(20, len(g)))
 
 # %% [markdown]
