@@ -376,7 +376,8 @@ if len(done6):
 # The pictures show the same people as the knob changes:
 
 # %%
-values = sorted({0.8, *JEONG2020_PLAN[profile]["bag_visible"]})
+default_p = synthetic.SynthKnobs().bag_visible_prob  # the default set's value
+values = sorted({default_p, *JEONG2020_PLAN[profile]["bag_visible"]})
 grid = synthetic.sweep_knob("bag_visible_prob", values, n_ids=6, view="side",
                             base=synthetic.SynthKnobs(bag_prob=1.0))
 viz.image_grid([img for row in grid for img in row],
@@ -393,7 +394,7 @@ for exp in plan["bag_sweep"]:
 sweep_groups = {}
 for variant, label in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL")):
     for p in values:
-        if p == 0.8:  # the default set: Table 5's first-seed run
+        if p == default_p:  # the default set: Table 5's first-seed run
             e = jeong2020_experiment(profile, variant, seed=first, dataset=dataset)
         else:
             e = jeong2020_experiment(profile, variant, seed=first, dataset=dataset,
