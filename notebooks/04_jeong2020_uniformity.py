@@ -53,8 +53,8 @@ from reidnb.claims import claim
 from reidnb.complexity import count_flops, output_shapes
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
-from reidnb.experiments import (JEONG2020_PLAN, jeong2020_experiment, jeong2020_plan, load_data,
-                                load_trained, run_experiment)
+from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
+                                jeong2020_plan, load_data, load_trained, run_experiment)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.notebook import show_source
@@ -391,16 +391,8 @@ for exp in plan["bag_sweep"]:
     print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}")
 
 # %%
-sweep_groups = {}
-for variant, label in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL")):
-    for p in values:
-        if p == default_p:  # the default set: Table 5's first-seed run
-            e = jeong2020_experiment(profile, variant, seed=first, dataset=dataset)
-        else:
-            e = jeong2020_experiment(profile, variant, seed=first, dataset=dataset,
-                                     synth_knobs={"bag_visible_prob": p},
-                                     name=f"jeong2020_{variant}_bag{p:g}")
-        sweep_groups[(label, p)] = [e]
+names = {"baseline": "baseline", "am": "+AM", "full": "+AM+UL"}
+sweep_groups = {(names[v], p): [e] for (v, p), e in jeong2020_bag_runs(profile, dataset).items()}
 sweep = seed_table(sweep_groups, runs_dir)
 sweep.index = pd.MultiIndex.from_tuples(sweep.index, names=["variant", "bag visible p"])
 sweep_rank1 = sweep["rank1"].unstack("variant")[["baseline", "+AM", "+AM+UL"]]

@@ -476,6 +476,30 @@ JEONG2020_PLAN = {
 }
 
 
+def _default_bag_visible() -> float:
+    from .data.synth_render import SynthKnobs
+    return SynthKnobs().bag_visible_prob
+
+
+def jeong2020_bag_runs(profile: str = "synthetic", dataset: str | None = None
+                       ) -> dict[tuple[str, float], Experiment]:
+    """The bag-visibility sweep, (variant, p) -> run, first seed, the default set's p included
+    (that point is Table 5's run). Empty for a real data set: the knob is SynthReID's."""
+    plan = JEONG2020_PLAN[profile]
+    if (dataset or "synthreid") != "synthreid":
+        return {}
+    default_p, seed = _default_bag_visible(), plan["seeds"][0]
+    runs = {}
+    for p in sorted({default_p, *plan["bag_visible"]}):
+        for v in JEONG2020_VARIANTS:
+            runs[(v, p)] = (jeong2020_experiment(profile, v, seed=seed, dataset=dataset)
+                            if p == default_p else
+                            jeong2020_experiment(profile, v, seed=seed, dataset=dataset,
+                                                 synth_knobs={"bag_visible_prob": p},
+                                                 name=f"jeong2020_{v}_bag{p:g}"))
+    return runs
+
+
 def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
                    ) -> dict[str, list[Experiment]]:
     """Every run the jeong2020 chapter needs, grouped by what it feeds:
@@ -489,12 +513,8 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
               for b in backbones for v in JEONG2020_VARIANTS for s in plan["seeds"]]
     table6 = [jeong2020_experiment(profile, "full", stage=st, seed=plan["seeds"][0],
                                    dataset=dataset) for st in plan["stages"]]
-    sweep = []
-    if (dataset or "synthreid") == "synthreid":
-        sweep = [jeong2020_experiment(profile, v, seed=plan["seeds"][0],
-                                      synth_knobs={"bag_visible_prob": p},
-                                      name=f"jeong2020_{v}_bag{p:g}")
-                 for p in plan["bag_visible"] for v in JEONG2020_VARIANTS]
+    default_p = _default_bag_visible()
+    sweep = [e for (v, p), e in jeong2020_bag_runs(profile, dataset).items() if p != default_p]
     # Eq. 8 as printed (distances swapped), to test the sign against the text's form
     printed = [jeong2020_experiment(profile, "full", seed=plan["seeds"][0], dataset=dataset,
                                     objective_kwargs={"unif_form": "printed"},

@@ -148,3 +148,14 @@ def test_jeong2020_plan_reuses_runs_across_tables_and_names_sweeps_apart():
     assert {e.model_kwargs["backbone"] for e in jeong2020_plan("gpu")["table5"]} == {"resnet50",
                                                                                     "vgg16"}
     assert jeong2020_plan("paper", "market1501")["bag_sweep"] == []  # a SynthReID knob
+
+
+def test_jeong2020_bag_runs_reuse_table5_at_the_default_visibility():
+    from reidnb.experiments import jeong2020_bag_runs, jeong2020_experiment, jeong2020_plan
+
+    runs = jeong2020_bag_runs("synthetic")
+    assert sorted({p for _, p in runs}) == [0.5, 0.8]
+    assert runs[("full", 0.8)].key() == jeong2020_experiment("synthetic", "full").key()
+    plan_keys = {e.key() for e in jeong2020_plan("synthetic")["bag_sweep"]}
+    assert plan_keys == {e.key() for (v, p), e in runs.items() if p != 0.8}
+    assert jeong2020_bag_runs("paper", "market1501") == {}
