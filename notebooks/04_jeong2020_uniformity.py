@@ -372,7 +372,8 @@ if len(done6):
 # camera's view. The default set uses 0.8; we regenerate the set with other values and train the
 # three variants on each (first seed). A positive pair disagrees about the bag with probability
 # 2p(1 - p): 0.32 at p = 0.8, the most (0.5) at p = 0.5. The CPU profile adds p = 0.5 only (each
-# point costs three runs, about 7 minutes); the `gpu` profile sweeps 0, 0.2, 0.5 and 1.
+# point costs three runs; their times are printed below); the `gpu` profile sweeps 0, 0.2, 0.5
+# and 1.
 # The pictures show the same people as the knob changes:
 
 # %%
@@ -388,7 +389,8 @@ viz.image_grid([img for row in grid for img in row],
 for exp in plan["bag_sweep"]:
     rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
                          progress=False)
-    print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}")
+    print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}  "
+          f"{rec['train_time_s'] / 60:4.1f} min")
 
 # %%
 names = {"baseline": "baseline", "am": "+AM", "full": "+AM+UL"}

@@ -6,6 +6,7 @@ Also `refresh_committed`, which re-executes the chapters in the `smoke` profile 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,11 +25,53 @@ def chapter_sources(notebooks_dir: Path = NOTEBOOKS, only: list[str] | None = No
     return srcs
 
 
+def _as_terminal(text: str) -> str:
+    """What a terminal would show: a carriage return sends the cursor back to the start of the
+    line, so later text overwrites earlier (a tqdm bar redraws itself that way). Lines that a
+    redraw left blank are dropped."""
+    lines = []
+    for line in text.split("\n"):
+        shown = ""
+        for piece in line.split("\r"):
+            shown = piece + shown[len(piece):]
+        if "\r" in line:
+            shown = shown.rstrip()
+            if not shown:
+                continue
+        lines.append(shown)
+    return "\n".join(lines)
+
+
+def merge_streams(outputs: list) -> list:
+    """Consecutive stdout (or stderr) outputs joined into one, carriage returns resolved; a
+    stream left empty is dropped."""
+    merged: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged
+                and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = merged[-1]["text"] + out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = _as_terminal(out["text"])
+    return [o for o in merged if o.get("output_type") != "stream" or o["text"]]
+
+
 def clean_notebook(nb) -> None:
-    """Drop volatile metadata (timings, papermill bookkeeping) so committed diffs stay small."""
+    """Drop volatile metadata (timings, papermill bookkeeping) and give each cell an id derived
+    from its source, so re-executing an unchanged chapter leaves its cell ids, and the diff of
+    the committed notebook, unchanged."""
+    seen: dict[str, int] = {}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:10]
+        seen[digest] = seen.get(digest, 0) + 1
+        cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
     nb.metadata.pop("papermill", None)
     nb.metadata.get("widgets", {})  # widget state is kept: the static book renders it
 

@@ -284,3 +284,41 @@ def test_book_pages_render_offline_in_chromium(tiny_book, tmp_path):
     assert rep.widget_views == 1 and rep.widgets_rendered == 1
     assert rep.console_errors == []
     assert rep.screenshot.stat().st_size > 10_000
+
+
+def test_clean_notebook_ids_follow_the_sources_so_refreshes_keep_them():
+    import nbformat
+
+    from reidnb.bookjob import clean_notebook
+
+    def nb(sources):
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+    a, b = nb(["x = 1", "print(x)", "print(x)"]), nb(["x = 1", "print(x)", "print(x)"])
+    c = nb(["x = 2", "print(x)", "print(x)"])
+    for n in (a, b, c):
+        clean_notebook(n)
+    ids = [cell.id for cell in a.cells]
+    assert ids == [cell.id for cell in b.cells]        # same sources, same ids
+    assert len(set(ids)) == 3                           # repeated sources still get unique ids
+    assert c.cells[0].id != ids[0] and [cell.id for cell in c.cells[1:]] == ids[1:]
+    nbformat.validate(a)
+
+
+def test_merge_streams_keeps_what_a_terminal_shows():
+    import nbformat
+
+    from reidnb.bookjob import merge_streams
+
+    def stream(name, text):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    outs = [stream("stderr", "\rep 1:   0%| 0/2"), stream("stderr", "\rep 1:  50%| 1/2"),
+            stream("stderr", "\rep 1: 100%| 2/2\r               \r"),
+            stream("stdout", "rank-1 91.9\n"), stream("stdout", "done\n"),
+            stream("stderr", "abc\rxy\n")]
+    merged = merge_streams(outs)
+    # the first stderr run is a tqdm bar (leave=False) that cleared itself: nothing is left
+    assert [o.name for o in merged] == ["stdout", "stderr"]
+    assert merged[0].text == "rank-1 91.9\ndone\n"   # plain prints untouched
+    assert merged[1].text == "xyc\n"                 # overwrite from the line's start
