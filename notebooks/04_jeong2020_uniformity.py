@@ -54,7 +54,8 @@ from reidnb.complexity import count_flops, output_shapes
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
 from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
-                                jeong2020_plan, load_data, load_trained, run_experiment)
+                                jeong2020_plan, load_data, load_trained, load_trunk_from_run,
+                                run_experiment)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.notebook import show_source
@@ -65,10 +66,13 @@ plan = jeong2020_plan(profile, dataset)
 first = JEONG2020_PLAN[profile]["seeds"][0]
 full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)
 pd.DataFrame({
-    "setting": ["backbone", "image size", "attention after", "encoder padding", "epochs",
+    "setting": ["backbone", "trunk initialised from", "image size", "attention after",
+                "encoder padding", "epochs",
                 "anchors per epoch", "P (anchors per batch)", "lr", "uniformity margin / form",
                 "seeds for Table 5", "runs in this chapter"],
-    "value": [full.model_kwargs["backbone"], f"{full.height}x{full.width}",
+    "value": [full.model_kwargs["backbone"],
+              f"run {full.trunk_from}" if full.trunk_from else "ImageNet (if cached)",
+              f"{full.height}x{full.width}",
               full.model_kwargs["stage"], full.model_kwargs["encoder_padding"], full.train.epochs,
               full.objective_kwargs["anchors_per_epoch"] or "every image",
               full.objective_kwargs["num_identities"], full.train.lr,
@@ -226,8 +230,24 @@ pd.DataFrame(rows).T.round(3)
 # ## 4. Training the full model
 # Each batch holds P anchor identities, each with a positive (same person, another camera when
 # possible) and a negative image (Sec. 4.2); the three losses are summed with weight 1.
+#
+# **Where the trunk starts.** The paper fine-tunes a ResNet-50 pretrained on ImageNet; no
+# ImageNet weights can be fetched here, and a trunk trained from random weights within this
+# chapter's CPU budget (about 100 SGD steps a run) stays far from converged: in an earlier
+# version of this chapter every variant ended with most training images misclassified and two
+# seeds of one variant differed by more than the variants did, so the ablation measured how
+# fast each variant starts learning rather than what the module adds. The CPU profiles therefore initialise the
+# trunk of every variant from chapter 1's IDE run (ResNet-18 trained on SynthReID's training
+# identities) and fine-tune with the paper's learning rate, 0.04; the module, the score head
+# and the heads start from random weights, as in the paper. This trunk has seen the training
+# identities, which ImageNet has not: the baseline starts closer to its end point than the
+# paper's does. `trunk="imagenet"` in `jeong2020_experiment` restores the paper's setting.
 
 # %% tags=["nbval-ignore-output"]
+for exp in plan["trunk"]:   # chapter 1's run, cached: trained here only if it is missing
+    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
+                         progress=False)
+    print(f"trunk from {rec['run_name']}: rank-1 {rec['metrics']['single_query']['rank1']:.1f}")
 record = run_experiment(full, data_root=data_root, runs_dir=runs_dir, device=device,
                         progress=False)
 print(record["run_name"], "-", record["status"])
@@ -242,7 +262,8 @@ viz.loss_curves(record["history"], keys=["loss_id", "loss_ver", "loss_unif"])
 # %% [markdown]
 # ### Attention before and after training
 # The encoder–decoder mask $A_{ed}$ (after layer3) and the score $s$ (from layer4) for the same
-# query images, from an untrained model (the same seed's initial weights) and the trained one.
+# query images, from the model as training starts (the same seed's initial weights: the
+# module untrained) and the trained one.
 
 # %%
 ds, caches = load_data(full, data_root)
@@ -251,12 +272,14 @@ pick = np.linspace(0, len(q) - 1, 6).astype(int)
 images = normalize(q.images[pick])
 torch.manual_seed(full.train.seed)
 untrained = Jeong2020(ds.num_train_pids, **dict(full.model_kwargs, pretrained=False)).eval()
+if full.trunk_from:  # the run's starting point: IDE trunk, untrained module and heads
+    load_trunk_from_run(untrained, full.trunk_from, runs_dir)
 trained = load_trained(full, runs_dir, ds.num_train_pids).eval()
 with torch.no_grad():
     before, after = untrained(images).extras, trained(images).extras
 rgb = q.images[pick].permute(0, 2, 3, 1).numpy()
-viz.attention_grid({"mask, untrained": before["ed_att"][:, 0], "mask, trained": after["ed_att"][:, 0],
-                    "score s, untrained": before["score"][:, 0],
+viz.attention_grid({"mask, at start": before["ed_att"][:, 0], "mask, trained": after["ed_att"][:, 0],
+                    "score s, at start": before["score"][:, 0],
                     "score s, trained": after["score"][:, 0]}, rgb)
 
 # %% [markdown]

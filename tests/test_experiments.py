@@ -77,7 +77,7 @@ def test_run_experiment_writes_record_and_reuses_it(tmp_path):
 def test_new_neutral_options_do_not_rename_existing_runs():
     exp = _tiny_exp()
     d = exp.to_dict()
-    for k in ("synth_knobs", "val_fraction", "select"):
+    for k in ("synth_knobs", "val_fraction", "select", "trunk_from"):
         d.pop(k)
     for k in ("channels_last", "compile"):  # TrainConfig's speed-only fields, added later
         d["train"].pop(k)
@@ -88,6 +88,7 @@ def test_new_neutral_options_do_not_rename_existing_runs():
     assert exp.replace(val_fraction=0.1).key() != legacy
     assert exp.replace(synth_knobs={"bag_visible_prob": 0.3}).key() != legacy
     assert exp.replace(train={"channels_last": True}).key() != legacy
+    assert exp.replace(trunk_from="ide-synthreid-0123456789").key() != legacy
 
 
 def test_synth_knobs_get_their_own_data_folder(tmp_path):
@@ -159,3 +160,61 @@ def test_jeong2020_bag_runs_reuse_table5_at_the_default_visibility():
     plan_keys = {e.key() for e in jeong2020_plan("synthetic")["bag_sweep"]}
     assert plan_keys == {e.key() for (v, p), e in runs.items() if p != 0.8}
     assert jeong2020_bag_runs("paper", "market1501") == {}
+
+
+def _saved_run(tmp_path, name, model):
+    run = tmp_path / "runs" / name
+    run.mkdir(parents=True)
+    torch.save({"model": model.state_dict()}, run / "checkpoint.pt")
+    return tmp_path / "runs"
+
+
+def test_trunk_from_copies_the_whole_trunk_and_nothing_else(tmp_path):
+    from reidnb.experiments import load_trunk_from_run
+    from reidnb.models import build_model
+    from reidnb.models.jeong2020 import Jeong2020
+
+    torch.manual_seed(0)
+    ide = build_model("ide", 7, backbone="resnet18", last_stride=2, pretrained=False)
+    runs = _saved_run(tmp_path, "ide-x", ide)
+    torch.manual_seed(1)
+    net = Jeong2020(5, backbone="resnet18", pretrained=False, stage="layer3",
+                    encoder_padding=True)
+    module_before = {k: v.clone() for k, v in net.attention.state_dict().items()}
+    assert not torch.equal(net.backbone.layer2[0].conv1.weight, ide.backbone.layer2[0].conv1.weight)
+    info = load_trunk_from_run(net, "ide-x", runs)
+    for k, v in ide.backbone.state_dict().items():   # BN running statistics included
+        assert torch.equal(net.backbone.state_dict()[k], v), k
+    for k, v in net.attention.state_dict().items():
+        assert torch.equal(v, module_before[k]), k
+    assert info["source"] == "run" and "ide-x" in info["detail"]
+
+
+def test_trunk_from_names_the_missing_or_unfit_checkpoint(tmp_path):
+    from reidnb.experiments import load_trunk_from_run
+    from reidnb.models import build_model
+
+    net = build_model("ide", 5, backbone="resnet18", pretrained=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nope.*checkpoint.pt"):
+        load_trunk_from_run(net, "nope", tmp_path / "runs")
+    other = build_model("ide", 5, backbone="resnet50", pretrained=False)
+    runs = _saved_run(tmp_path, "r50", other)
+    with pytest.raises(ValueError, match="r50.*checkpoint.pt: its trunk does not fit"):
+        load_trunk_from_run(net, "r50", runs)
+
+
+def test_jeong2020_cpu_runs_start_from_chapter_1s_ide_trunk():
+    from reidnb.experiments import jeong2020_experiment, jeong2020_plan
+
+    plan = jeong2020_plan("synthetic")
+    ide = ide_experiment("synthetic")
+    assert plan["trunk"] == [ide]
+    runs = [e for group in ("table5", "table6", "bag_sweep", "eq8_printed") for e in plan[group]]
+    assert {e.trunk_from for e in runs} == {ide.run_name}
+    assert all(e.model_kwargs["pretrained"] is False for e in runs)  # no ImageNet lookup
+    paper = jeong2020_experiment("paper", "full")
+    assert paper.trunk_from == "" and paper.model_kwargs["pretrained"] == "auto"
+    assert jeong2020_plan("paper")["trunk"] == []
+    assert jeong2020_experiment("synthetic", "full", trunk="imagenet").trunk_from == ""
+    with pytest.raises(ValueError, match="trunk='ide'.*resnet18.*vgg16"):
+        jeong2020_experiment("synthetic", "full", "vgg", trunk="ide")
