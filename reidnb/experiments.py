@@ -512,7 +512,7 @@ def jeong2020_experiment(profile: str = "synthetic", variant: str = "full",
 
 
 #: Seeds, attention stages and bag-visibility values of the jeong2020 chapter, per profile. The
-#: CPU profile is sized to the main job's budget: 13 runs, about 25 minutes on 2 idle cores.
+#: CPU profile is sized to the main job's budget: 13 runs, 25.3 minutes on 2 idle cores (README).
 JEONG2020_PLAN = {
     "smoke": {"seeds": (0,), "stages": ("layer2", "layer3"), "bag_visible": (0.2,),
               "vgg": False},
