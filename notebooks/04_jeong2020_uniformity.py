@@ -55,7 +55,7 @@ from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
 from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
                                 jeong2020_plan, load_data, load_trained, load_trunk_from_run,
-                                run_experiment)
+                                run_all, run_experiment)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.notebook import show_source
@@ -244,10 +244,7 @@ pd.DataFrame(rows).T.round(3)
 # paper's does. `trunk="imagenet"` in `jeong2020_experiment` restores the paper's setting.
 
 # %% tags=["nbval-ignore-output"]
-for exp in plan["trunk"]:   # chapter 1's run, cached: trained here only if it is missing
-    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=False)
-    print(f"trunk from {rec['run_name']}: rank-1 {rec['metrics']['single_query']['rank1']:.1f}")
+run_all(plan["trunk"], data_root, runs_dir, device);  # chapter 1's run: cached, not retrained
 record = run_experiment(full, data_root=data_root, runs_dir=runs_dir, device=device,
                         progress=False)
 print(record["run_name"], "-", record["status"])
@@ -289,11 +286,7 @@ viz.attention_grid({"mask, at start": before["ed_att"][:, 0], "mask, trained": a
 # only: VGG16 costs about eight times ResNet-18 per image, beyond a CPU budget.
 
 # %% tags=["nbval-ignore-output"]
-for exp in plan["table5"]:
-    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=False)
-    print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}  "
-          f"{rec['train_time_s'] / 60:4.1f} min")
+run_all(plan["table5"], data_root, runs_dir, device);
 
 # %%
 labels = {"baseline": "ResNet-50 baseline", "am": "ResNet-50 +AM", "full": "ResNet-50 +AM+UL"}
@@ -329,10 +322,7 @@ for metric in ("rank1", "mAP"):
 # reference.
 
 # %% tags=["nbval-ignore-output"]
-for exp in plan["eq8_printed"]:
-    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=False)
-    print(rec["run_name"], "-", rec["status"])
+run_all(plan["eq8_printed"], data_root, runs_dir, device);
 
 # %%
 eq8_runs = {"+AM (no uniformity loss)": jeong2020_experiment(profile, "am", seed=first,
@@ -366,11 +356,7 @@ else:
 # drops one encoder convolution (Sec. 4.4.2); `encoder_convs` does so automatically.
 
 # %% tags=["nbval-ignore-output"]
-for exp in plan["table6"]:
-    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=False)
-    print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}  "
-          f"{rec['train_time_s'] / 60:4.1f} min")
+run_all(plan["table6"], data_root, runs_dir, device);
 
 # %%
 stage_groups = {f"ResNet-50 +AM@{e.model_kwargs['stage']}+UL": [e] for e in plan["table6"]}
@@ -409,11 +395,7 @@ viz.image_grid([img for row in grid for img in row],
                ncols=grid.shape[1])
 
 # %% tags=["nbval-ignore-output"]
-for exp in plan["bag_sweep"]:
-    rec = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=False)
-    print(f"{rec['run_name']:48s} rank-1 {rec['metrics']['single_query']['rank1']:5.1f}  "
-          f"{rec['train_time_s'] / 60:4.1f} min")
+run_all(plan["bag_sweep"], data_root, runs_dir, device);
 
 # %%
 names = {"baseline": "baseline", "am": "+AM", "full": "+AM+UL"}

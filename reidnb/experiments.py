@@ -359,6 +359,20 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
     return record
 
 
+def run_all(exps: list[Experiment], data_root: str | Path = "data", runs_dir: str | Path = "runs",
+            device: str = "auto") -> list[dict]:
+    """`run_experiment` for each (cached runs are read, not retrained); prints one line a run:
+    its name, rank-1 and training minutes. Returns the records in order."""
+    records = []
+    for exp in exps:
+        rec = run_experiment(exp, data_root, runs_dir, device, progress=False)
+        metrics = next(iter(rec["metrics"].values()))
+        print(f"{rec['run_name']:48s} rank-1 {metrics['rank1']:5.1f}  "
+              f"{rec['train_time_s'] / 60:4.1f} min", flush=True)
+        records.append(rec)
+    return records
+
+
 def load_trained(exp: Experiment, runs_dir: str | Path = "runs", num_classes: int | None = None,
                  device: str = "cpu") -> torch.nn.Module:
     """The model of a finished run, rebuilt from its configuration and checkpoint."""

@@ -218,3 +218,16 @@ def test_jeong2020_cpu_runs_start_from_chapter_1s_ide_trunk():
     assert jeong2020_experiment("synthetic", "full", trunk="imagenet").trunk_from == ""
     with pytest.raises(ValueError, match="trunk='ide'.*resnet18.*vgg16"):
         jeong2020_experiment("synthetic", "full", "vgg", trunk="ide")
+
+
+def test_run_all_prints_a_line_a_run_and_returns_records_in_order(tmp_path, capsys):
+    from reidnb.experiments import run_all
+
+    exps = [_tiny_exp(), _tiny_exp().replace(name="tiny_b", train={"epochs": 1})]
+    recs = run_all(exps, tmp_path / "data", tmp_path / "runs", "cpu")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [r["run_name"] for r in recs] == [e.run_name for e in exps]
+    assert [len(r["history"]) for r in recs] == [2, 1]
+    for line, rec in zip(lines, recs, strict=True):
+        assert line.startswith(rec["run_name"])
+        assert f"rank-1 {rec['metrics']['single_query']['rank1']:5.1f}" in line
