@@ -236,10 +236,10 @@ pd.DataFrame(rows).T.round(3)
 # chapter's CPU budget (about 100 SGD steps a run) stays far from converged: in an earlier
 # version of this chapter every variant ended with most training images misclassified and two
 # seeds of one variant differed by more than the variants did, so the ablation measured how
-# fast each variant starts learning rather than what the module adds. The CPU profiles therefore initialise the
-# trunk of every variant from chapter 1's IDE run (ResNet-18 trained on SynthReID's training
-# identities) and fine-tune with the paper's learning rate, 0.04; the module, the score head
-# and the heads start from random weights, as in the paper. This trunk has seen the training
+# fast each variant starts learning rather than what the module adds. The CPU profiles
+# therefore initialise the trunk of every variant from chapter 1's IDE run (ResNet-18 trained
+# on SynthReID's training identities) and fine-tune with the paper's learning rate, 0.04; the
+# module, the score head and the heads start from random weights, as in the paper. This trunk has seen the training
 # identities, which ImageNet has not: the baseline starts closer to its end point than the
 # paper's does. `trunk="imagenet"` in `jeong2020_experiment` restores the paper's setting.
 

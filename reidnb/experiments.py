@@ -466,8 +466,9 @@ def jeong2020_experiment(profile: str = "synthetic", variant: str = "full",
     smoke: the tiny SynthReID, two short epochs, the smoke IDE run's trunk, lr 0.04 (seconds).
     gpu: the paper's model and image size (unpadded encoder) on the large SynthReID, P = 32,
       20 epochs of 5,000 anchors (about 300k images, as the IDE gpu run), lr 0.01 with a
-      2-epoch warm-up and a step at 14; the learning rate follows the CPU finding above and
-      has not been tried on a GPU yet.
+      2-epoch warm-up and a step at 14. The trunk may start from random weights there (no
+      ImageNet file), and on a CPU lr 0.04 from random weights stayed near chance (rank-1 11 %
+      after 4 epochs), hence 0.01; not yet tried on a GPU.
     """
     check_profile(profile)
     if variant not in JEONG2020_VARIANTS:
