@@ -64,6 +64,33 @@ def test_evaluate_rank_discards_same_camera():
     assert m_ap == pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-12)
 
 
+def test_evaluate_rank_same_pid_same_camera_is_junk():
+    # query: pid 1, camera 0. Gallery by distance: g0 (pid 1, camera 0: junk), g1 (pid 2: a wrong
+    # match), g2 (pid 1, camera 1: the only true match). With g0 removed from the ranking the
+    # true match is at rank 2: CMC [0, 1, 1], AP 1/2.
+    dist = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+    cmc, m_ap = evaluate_rank(dist, [1], [1, 2, 1], [0], [0, 1, 1], max_rank=3)
+    assert cmc[0] == 0.0, (
+        "junk filter: a gallery image with the query's pid AND camera was counted as a true "
+        f"match (CMC {cmc.tolist()}); a true match must come from another camera"
+    )
+    assert cmc.tolist() == [0.0, 1.0, 1.0] and m_ap == pytest.approx(0.5, abs=1e-12), (
+        "junk filter: the gallery image with the query's pid and camera must be removed from "
+        "the ranking, not kept as a wrong match ahead of the true match (expected CMC "
+        f"[0, 1, 1] and AP 0.5, the true match at rank 2; got CMC {cmc.tolist()}, AP {m_ap})"
+    )
+
+
+def test_evaluate_rank_cmc_counts_top_k_plus_one():
+    # no junk, the only true match nearest: rank-1 accuracy is 1, cmc[0] included
+    dist = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+    cmc, _ = evaluate_rank(dist, [1], [1, 2, 3], [0], [1, 1, 1], max_rank=3)
+    assert cmc.tolist() == [1.0, 1.0, 1.0], (
+        f"CMC off by one: cmc[k] is the share of queries whose first true match is in the top "
+        f"k + 1, so a true match at rank 1 gives cmc[0] = 1; got {cmc.tolist()}"
+    )
+
+
 def test_evaluate_rank_skips_query_without_match():
     # query 1 alone has no true match: nothing left to evaluate
     with pytest.raises(ValueError, match="none of the 1 queries has a true match"):
@@ -77,8 +104,11 @@ def test_evaluate_rank_gallery_junk_pid_is_ignored():
     cmc, m_ap = evaluate_rank(
         HAND_DIST[:1], HAND_Q_PIDS[:1], g_pids, HAND_Q_CAMS[:1], HAND_G_CAMS, 2
     )
-    np.testing.assert_array_equal(cmc, [1.0, 1.0])
-    assert m_ap == pytest.approx((1 + 2 / 3) / 2, abs=1e-12)
+    assert cmc.tolist() == [1.0, 1.0] and m_ap == pytest.approx((1 + 2 / 3) / 2, abs=1e-12), (
+        "junk filter: gallery pid -1 (junk) and the image with the query's pid and camera must "
+        "be removed from the ranking, not kept as wrong matches ahead of the hits (expected "
+        f"hits at ranks 1 and 3: CMC [1, 1], AP 0.8333; got CMC {cmc.tolist()}, AP {m_ap:.4f})"
+    )
 
 
 def test_evaluate_rank_ties_follow_gallery_order():
@@ -259,6 +289,21 @@ def test_re_ranking_matches_reference(expansion):
         assert got.dtype == np.float32 and got.shape == q_g.shape
         # the reference works in float32 on values of order 1: its own rounding is ~1e-7
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_re_ranking_lambda_value_is_used():
+    # lambda weighs the original distance against the Jaccard distance: 0 keeps only the
+    # Jaccard distance, 1 only the original (squared, column-scaled) distance
+    rng = np.random.default_rng(17)
+    q_g, q_q, g_g = _rerank_problem(rng, float32=True)
+    for lambda_value in (0.0, 0.5, 1.0):
+        want = reference_re_ranking(q_g, q_q, g_g, 4, 2, lambda_value)
+        got = re_ranking(q_g, q_q, g_g, k1=4, k2=2, lambda_value=lambda_value)
+        np.testing.assert_allclose(
+            got, want, rtol=1e-6, atol=1e-6,
+            err_msg=f"re_ranking(lambda_value={lambda_value}) is not (1 - lambda) * jaccard + "
+            "lambda * original distance: lambda_value is ignored or mis-weighted",
+        )
 
 
 def test_re_ranking_strict_and_loose_differ_on_constructed_case():
