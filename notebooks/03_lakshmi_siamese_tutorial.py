@@ -239,6 +239,14 @@ d_an = (emb[val_trip[:, 0]] - emb[val_trip[:, 2]]).norm(dim=1)
 print(f"validation triplets already past the margin: {float((d_an - d_ap > margin).float().mean()):.1%}")
 
 # %% [markdown]
+# How far past it: the distribution of $d(a, n) - d(a, p)$ over the same triplets. Everything
+# right of the dashed line contributes zero loss and zero gradient.
+
+# %%
+viz.score_histogram({"random validation triplets": d_an - d_ap}, "d(a, n) − d(a, p)",
+                    threshold=margin, threshold_label=f"margin {margin}")
+
+# %% [markdown]
 # Batch-hard mining (Hermans et al. 2017) instead samples P identities with K images each and, for
 # every anchor in the batch, uses its *farthest* positive and *nearest* negative:
 

@@ -59,7 +59,7 @@ from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_ex
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.notebook import show_source
-from reidnb.results import ordering_verdicts, seed_table, with_claims
+from reidnb.results import ordering_verdicts, seed_table, seed_values, with_claims
 
 reidnb.notebook.setup()
 plan = jeong2020_plan(profile, dataset)
@@ -301,10 +301,16 @@ table5 = with_claims(seed_table(groups, runs_dir),
 table5.insert(0, "backbone here", [exps[0].model_kwargs["backbone"] for exps in groups.values()])
 table5
 
+# %%
+viz.seed_spread(seed_values(groups, runs_dir),
+                title=f"Table 5 on {dataset}, {profile} profile: one dot per run")
+
 # %% [markdown]
 # The reproduced columns are means over seeds (± the population standard deviation) on
 # **SynthReID**, with a ResNet-18 from random weights in the CPU profiles; the paper's columns are
-# Market-1501 with an ImageNet ResNet-50. Compare orderings, not values. The claimed ordering,
+# Market-1501 with an ImageNet ResNet-50. Compare orderings, not values. The figure shows the
+# runs behind each mean: a seed keeps its colour across the variants, so a gap that every seed
+# shows reads differently from one that a single seed carries. The claimed ordering,
 # baseline < +AM < +AM+UL, checked on these runs:
 
 # %%

@@ -179,6 +179,23 @@ def seed_table(groups: dict[str, list], runs_dir: str | Path = "runs",
     return pd.DataFrame(rows).set_index("label").round(2)
 
 
+def seed_values(groups: dict[str, list], runs_dir: str | Path = "runs",
+                metrics=("rank1", "mAP"), protocol: str = "single_query") -> pd.DataFrame:
+    """The runs behind `seed_table`, one row each: label, seed and the metrics, from the complete
+    run records only (the long form `viz.seed_spread` plots)."""
+    from .experiments import run_dir_for
+
+    rows = []
+    for label, exps in groups.items():
+        for exp in exps:
+            path = run_dir_for(exp, runs_dir) / "record.json"
+            rec = read_json(path) if path.exists() else {}
+            if rec.get("status") == "complete":
+                rows.append({"label": label, "seed": exp.train.seed,
+                             **{m: rec["metrics"][protocol][m] for m in metrics}})
+    return pd.DataFrame(rows, columns=["label", "seed", *metrics])
+
+
 def with_claims(table: pd.DataFrame, methods: dict[str, tuple[str, str, str]],
                 dataset: str = "market1501", protocol: str = "single_query") -> pd.DataFrame:
     """`table` (e.g. from `seed_table`) with the paper's number beside each metric column, as

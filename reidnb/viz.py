@@ -1,9 +1,12 @@
-"""Figures for the book: retrieval grids, CMC and loss curves, attention overlays, image grids.
+"""Figures for the book: retrieval grids, CMC and loss curves, attention overlays, image grids,
+and the statistical plots (sweeps, seed spreads, score distributions), which seaborn draws.
 
 Every function builds a `matplotlib.figure.Figure` directly (no pyplot), so nothing is shown or
 kept in a global registry: a notebook displays the returned figure once, and any backend (Agg
-included) can save it. Images may be uint8 HxWx3 arrays, uint8 (3,H,W) tensors, float (3,H,W)
-tensors normalised with the ImageNet mean/std, or file paths (loaded with PIL).
+included) can save it. seaborn draws into the axes of that figure (`ax=`) and is never asked to
+set a global theme; nothing it draws here is random (no jitter, no bootstrap). Images may be
+uint8 HxWx3 arrays, uint8 (3,H,W) tensors, float (3,H,W) tensors normalised with the ImageNet
+mean/std, or file paths (loaded with PIL).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
@@ -364,17 +369,136 @@ def attention_grid(rows: Mapping[str, Any], images: Any, alpha: float = 0.5,
     return fig
 
 
+# --------------------------------------------------------------------------------------------
+# statistics (seaborn)
+
+
 def metric_sweep(frame: Any, x_label: str, y_label: str = "rank-1 (%)",
                  title: str | None = None) -> Figure:
-    """One line per column of `frame` (a pandas DataFrame indexed by the swept value)."""
+    """One line per column of `frame` (a pandas DataFrame indexed by the swept value), a marker
+    per measured point; missing points (NaN, a run not made) are left out."""
+    if frame.empty or frame.shape[1] == 0:
+        raise ValueError("reidnb.viz.metric_sweep: no values to plot")
+    names = [str(c) for c in frame.columns]
+    long = pd.DataFrame({
+        "x": np.tile(frame.index.to_numpy(), len(names)),
+        "y": np.concatenate([np.asarray(frame[c], dtype=float) for c in frame.columns]),
+        "series": np.repeat(names, len(frame)),
+    }).dropna()
     fig = Figure(figsize=(5, 3.4), layout="constrained")
     ax = fig.add_subplot()
-    for col in frame.columns:
-        ax.plot(frame.index, frame[col], marker="o", label=str(col))
+    # estimator=None: each measured point as it is (no averaging, so no bootstrap either)
+    sns.lineplot(data=long, x="x", y="y", hue="series", style="series", hue_order=names,
+                 style_order=names, markers=True, dashes=False, estimator=None, sort=True, ax=ax)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title=frame.columns.name, title_fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _population_sd(values: pd.Series) -> tuple[float, float]:
+    """mean ± the population standard deviation, the spread `results.seed_table` prints."""
+    mean, sd = float(values.mean()), float(values.std(ddof=0))
+    return mean - sd, mean + sd
+
+
+def seed_spread(values: Any, metrics: Sequence[str] = ("rank1", "mAP"),
+                metric_labels: Mapping[str, str] | None = None,
+                labels: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Each run as a dot (colour = its seed), and per label the mean over seeds as a black bar
+    with ± the population standard deviation: one panel per metric.
+
+    values: a DataFrame with one row per run and columns "label", "seed" and the `metrics`
+    (`results.seed_values`). `labels` orders the rows (default: first appearance). A seed keeps
+    its colour across labels, so one can see whether a variant wins for every seed.
+    """
+    if not isinstance(values, pd.DataFrame):
+        raise TypeError("reidnb.viz.seed_spread: values must be a pandas DataFrame")
+    missing = [c for c in ("label", "seed", *metrics) if c not in values.columns]
+    if missing:
+        raise KeyError(f"reidnb.viz.seed_spread: no column {missing}; have {list(values.columns)}")
+    if values.empty:
+        raise ValueError("reidnb.viz.seed_spread: no runs to plot (no complete run record?)")
+    labels = list(labels) if labels is not None else list(dict.fromkeys(values["label"]))
+    data = values[values["label"].isin(labels)].copy()
+    seeds = sorted(data["seed"].unique())
+    data["seed"] = data["seed"].map(lambda s: f"seed {s}")  # categories, not a colour scale
+    seed_order = [f"seed {s}" for s in seeds]
+    names = {"rank1": "rank-1 (%)", "mAP": "mAP (%)", **(metric_labels or {})}
+    fig = Figure(figsize=(3.2 * len(metrics) + 1.6, 0.55 * len(labels) + 1.3),
+                 layout="constrained")
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    palette = dict(zip(seed_order, sns.color_palette("colorblind", len(seed_order))))
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        sns.stripplot(data=data, x=metric, y="label", hue="seed", order=labels,
+                      hue_order=seed_order, palette=palette, jitter=False,
+                      dodge=len(seeds) > 1, size=6, orient="h", legend=i == len(metrics) - 1,
+                      ax=ax)
+        sns.pointplot(data=data, x=metric, y="label", order=labels, estimator="mean",
+                      errorbar=_population_sd, color="black", marker="D", markersize=4,
+                      linestyle="none", capsize=0.15, err_kws={"linewidth": 1.2}, orient="h",
+                      label="mean ± sd", ax=ax)
+        ax.set_xlabel(names.get(metric, metric))
+        ax.set_ylabel("")
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[:-1]:  # one legend, beside the last panel
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                        fontsize=8, title=None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def score_histogram(values: Mapping[str, Any], x_label: str, threshold: float | None = None,
+                    threshold_label: str = "threshold", bins: int = 30,
+                    title: str | None = None) -> Figure:
+    """The distribution of a per-item score (a distance, a margin), one step histogram per entry
+    of `values` (name -> 1-d values) on shared bins, in percent of that entry's items.
+
+    `threshold` adds a dashed vertical line, and each legend entry then says what share of its
+    items lies above it (e.g. triplets already past the margin).
+    """
+    if not values:
+        raise ValueError("reidnb.viz.score_histogram: no values given")
+    arrays = {}
+    for name, v in values.items():
+        arr = (v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor)
+               else np.asarray(v, dtype=float)).reshape(-1)
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            raise ValueError(f"reidnb.viz.score_histogram: {name!r} has no finite values")
+        arrays[name] = arr
+    shown = {}
+    for name, arr in arrays.items():
+        label = str(name)
+        if threshold is not None:
+            label += f" ({np.mean(arr > threshold):.0%} above)"
+        shown[label] = arr
+    long = pd.DataFrame({"value": np.concatenate(list(shown.values())),
+                         "name": np.repeat(list(shown), [len(a) for a in shown.values()])})
+    edges = np.histogram_bin_edges(long["value"], bins=bins)
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    sns.histplot(data=long, x="value", hue="name", hue_order=list(shown), bins=edges,
+                 stat="percent", common_norm=False, element="step", fill=False, ax=ax)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=threshold_label)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("share of items (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend() is not None:
+        handles = list(ax.get_legend().legend_handles)
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        if threshold is not None:
+            handles.append(ax.get_lines()[-1])
+            texts.append(threshold_label)
+        ax.legend(handles, texts, fontsize=8)
     if title:
         ax.set_title(title)
     return fig

@@ -87,3 +87,24 @@ def test_seed_table_ordering_verdicts_and_claims(tmp_path):
     claimed = with_claims(table, {"base": ("jeong2020", "5", "ResNet-50 baseline")})
     assert claimed.loc["base", "paper rank1"] == 88.1 and pd.isna(claimed.loc["better",
                                                                               "paper rank1"])
+
+
+def test_seed_values_one_row_per_complete_run(tmp_path):
+    from reidnb.engine import TrainConfig
+    from reidnb.experiments import Experiment, run_dir_for
+    from reidnb.results import seed_values
+
+    def exp(name, seed):
+        return Experiment(name=name, train=TrainConfig(seed=seed))
+
+    for name, seed, r1, status in (("a", 0, 50.0, "complete"), ("a", 1, 54.0, "complete"),
+                                   ("b", 0, 53.0, "failed")):
+        rec = _record(name, seed, r1, r1 / 2, status=status)
+        atomic_write_json(run_dir_for(exp(name, seed), tmp_path) / "record.json", rec)
+    vals = seed_values({"base": [exp("a", 0), exp("a", 1)], "broken": [exp("b", 0)],
+                        "missing": [exp("c", 0)]}, tmp_path)
+    assert list(vals.columns) == ["label", "seed", "rank1", "mAP"]
+    assert vals.to_dict("records") == [
+        {"label": "base", "seed": 0, "rank1": 50.0, "mAP": 25.0},
+        {"label": "base", "seed": 1, "rank1": 54.0, "mAP": 27.0}]
+    assert seed_values({"missing": [exp("c", 0)]}, tmp_path).empty

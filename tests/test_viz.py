@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from matplotlib.colors import to_rgba
@@ -20,9 +21,12 @@ from reidnb.viz import (
     denormalize,
     image_grid,
     loss_curves,
+    metric_sweep,
     overlay_heatmap,
     ranked_gallery,
     retrieval_grid,
+    score_histogram,
+    seed_spread,
 )
 
 # Hand case: query pid 1 seen by camera 0.
@@ -173,3 +177,119 @@ def test_attention_overlay_and_grid_axes():
     assert [ax.get_title() for ax in cols.axes[:2]] == ["input", "baseline"]
     with pytest.raises(ValueError, match="entry 'bad' has 2 maps for 3 images"):
         attention_grid({"bad": maps[:2]}, imgs)
+
+
+def _data_lines(ax) -> list:
+    return [ln for ln in ax.get_lines() if len(ln.get_xdata())]
+
+
+def test_metric_sweep_one_line_per_column_and_skips_missing_points():
+    frame = pd.DataFrame({"baseline": [50.0, np.nan, 60.0], "+AM+UL": [52.0, 57.0, 61.0]},
+                         index=pd.Index([1.0, 0.0, 0.5], name="p"))
+    frame.columns.name = "variant"
+    fig = metric_sweep(frame, "bag visible p", "rank-1 (%)", "sweep")
+    (ax,) = fig.axes
+    lines = _data_lines(ax)
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_xdata(), [0.5, 1.0])  # sorted, NaN point left out
+    np.testing.assert_allclose(lines[0].get_ydata(), [60.0, 50.0])
+    np.testing.assert_allclose(lines[1].get_xdata(), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(lines[1].get_ydata(), [57.0, 61.0, 52.0])
+    assert all(ln.get_marker() not in (None, "None", "") for ln in lines)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["baseline", "+AM+UL"]
+    assert ax.get_legend().get_title().get_text() == "variant"
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("bag visible p", "rank-1 (%)",
+                                                                  "sweep")
+
+
+SEED_RUNS = pd.DataFrame({"label": ["base", "base", "better", "better", "one"],
+                          "seed": [0, 1, 0, 1, 0],
+                          "rank1": [50.0, 54.0, 53.0, 57.0, 40.0],
+                          "mAP": [25.0, 27.0, 26.0, 28.0, 20.0]})
+
+
+def _dots(ax) -> np.ndarray:
+    return np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+
+
+def test_seed_spread_one_dot_per_run_and_mean_with_population_sd():
+    fig = seed_spread(SEED_RUNS, title="Table 5")
+    assert len(fig.axes) == 2
+    for ax, metric in zip(fig.axes, ("rank1", "mAP")):
+        dots = _dots(ax)
+        assert len(dots) == len(SEED_RUNS)  # one entry per seed and label, nothing aggregated
+        assert sorted(dots[:, 0]) == sorted(SEED_RUNS[metric])
+        (means,) = [ln for ln in ax.get_lines() if ln.get_label() == "mean ± sd"]
+        np.testing.assert_allclose(means.get_xdata(),
+                                   SEED_RUNS.groupby("label", sort=False)[metric].mean())
+        # error bar of "base": mean ± population sd = the two seeds' values (50, 54)
+        bars = [ln for ln in ax.get_lines() if ln.get_marker() in (None, "None", "")
+                and len(ln.get_xdata()) and np.isfinite(ln.get_xdata()).any()]
+        lo, hi = np.nanmin(bars[0].get_xdata()), np.nanmax(bars[0].get_xdata())
+        first = SEED_RUNS[SEED_RUNS.label == "base"][metric]
+        np.testing.assert_allclose([lo, hi], [first.min(), first.max()])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["base", "better", "one"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["rank-1 (%)", "mAP (%)"]
+    assert fig.axes[0].get_legend() is None
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "seed 0", "seed 1", "mean ± sd"]
+    assert fig._suptitle.get_text() == "Table 5"
+
+
+def test_seed_spread_keeps_a_seeds_colour_and_places_dots_without_jitter():
+    fig = seed_spread(SEED_RUNS, metrics=("rank1",), labels=["better", "base"])
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["better", "base"]
+    colour_of = {}
+    for c in ax.collections:
+        for (x, y), rgba in zip(c.get_offsets(), c.get_facecolors()):
+            row = SEED_RUNS[(SEED_RUNS.rank1 == x)].iloc[0]
+            colour_of.setdefault(row.seed, set()).add(tuple(np.round(rgba, 3)))
+            # dodged by seed around the label's row, at the same place every time
+            assert y == pytest.approx(["better", "base"].index(row.label)
+                                      + (-0.2 if row.seed == 0 else 0.2))
+    assert len(_dots(ax)) == 4  # "one" was not asked for
+    assert all(len(c) == 1 for c in colour_of.values()) and len(
+        set().union(*colour_of.values())) == 2
+
+
+def test_seed_spread_rejects_missing_columns_and_no_runs():
+    with pytest.raises(KeyError, match="no column"):
+        seed_spread(SEED_RUNS.drop(columns="seed"))
+    with pytest.raises(ValueError, match="no runs"):
+        seed_spread(SEED_RUNS.iloc[:0])
+
+
+def test_score_histogram_percent_per_entry_and_share_above_threshold():
+    a = np.array([0.0, 0.1, 0.2, 0.5, 0.6, 0.9, 1.0, 1.0])
+    b = torch.tensor([0.4, 0.5, 0.6, np.nan])  # tensors welcome; NaN dropped
+    fig = score_histogram({"trained": a, "at start": b}, "d(a,n) - d(a,p)", threshold=0.3,
+                          threshold_label="margin 0.3", bins=5)
+    (ax,) = fig.axes
+    lines = _data_lines(ax)
+    assert len(lines) == 3  # two step histograms and the threshold
+    edges = np.linspace(0.0, 1.0, 6)  # shared bins over both entries
+    handles = ax.get_legend().legend_handles
+    for handle, values in zip(handles[:2], (a, b.numpy()[:3])):
+        # seaborn draws the hue levels last to first: find each entry's line by its colour
+        (line,) = [ln for ln in lines[:2] if to_rgba(ln.get_color()) == to_rgba(handle.get_color())]
+        np.testing.assert_allclose(line.get_xdata(), edges)
+        counts, _ = np.histogram(values, edges)
+        np.testing.assert_allclose(line.get_ydata()[:-1], 100 * counts / len(values))
+    np.testing.assert_allclose(lines[2].get_xdata(), [0.3, 0.3])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "trained (62% above)", "at start (100% above)", "margin 0.3"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("d(a,n) - d(a,p)", "share of items (%)")
+    with pytest.raises(ValueError, match="no finite values"):
+        score_histogram({"empty": [np.nan]}, "x")
+
+
+def test_seaborn_figures_stay_out_of_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    frame = pd.DataFrame({"a": [1.0, 2.0]}, index=[0.0, 1.0])
+    figs = [metric_sweep(frame, "x"), seed_spread(SEED_RUNS),
+            score_histogram({"a": [0.0, 1.0, 2.0]}, "x", threshold=1.0)]
+    assert plt.get_fignums() == before  # nothing registered, nothing shown twice in a notebook
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
