@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -139,6 +140,33 @@ def test_every_chapter_py_opens_as_a_notebook_with_parameters(server, chapter):
     source = params[0]["source"]
     source = "".join(source) if isinstance(source, list) else source
     assert re.search(r"^profile\s*=", source, re.M), source
+
+
+def test_a_py_opens_after_its_ipynb_was_refreshed(tmp_path):
+    """`make notebooks` rewrites every .ipynb after its .py (with papermill's injected-parameters
+    cell, so the two differ); jupytext.toml must still let JupyterLab open the .py. Checked on a
+    copy with the .ipynb a minute newer, through the contents manager class the server uses."""
+    _require("jupytext")
+    from jupytext import TextFileContentsManager
+    from tornado.web import HTTPError
+
+    chapter = CHAPTERS[-1]
+    for src in (chapter, chapter.with_suffix(".ipynb")):
+        shutil.copy(src, tmp_path / src.name)
+    now = time.time()
+    os.utime(tmp_path / chapter.name, (now - 60, now - 60))
+
+    def open_py():
+        manager = TextFileContentsManager(root_dir=str(tmp_path))
+        return manager.get(chapter.name, type="notebook", content=True)
+
+    with pytest.raises(HTTPError, match="more recent than"):  # jupytext's default margin, 1 s
+        open_py()
+    shutil.copy(ROOT / "jupytext.toml", tmp_path / "jupytext.toml")
+    model = open_py()
+    assert model["type"] == "notebook"
+    tags = [t for c in model["content"]["cells"] for t in c.get("metadata", {}).get("tags", [])]
+    assert "parameters" in tags and "injected-parameters" not in tags  # inputs from the .py
 
 
 def test_jupyter_lab_runs_from_this_environment():
