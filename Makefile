@@ -2,7 +2,9 @@
 #   make book   builds the environment if missing, generates SynthReID, executes every notebook
 #               with papermill (profile "synthetic"), renders the HTML book to build/book/_build/html
 #   make test   builds the environment if missing, runs the unit tests, then nbval over the
-#               committed executed notebooks (profile "smoke")
+#               committed executed notebooks (profile "smoke") in the portable numeric mode
+#               (reidnb/numerics.py), in which the smoke runs give the same numbers on every
+#               x86-64 CPU, so the committed outputs are compared exactly
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +14,12 @@ STAMP := $(VENV)/.reidnb-installed
 # when another process wants a core (measured in benchmarks/README.md); let them sleep instead.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book test unit nbval notebooks bench env clean
+# nbval's kernels and papermill's inherit the portable mode's environment from this prefix
+PORTABLE := $(PY) -m reidnb numerics portable --
+NBVAL := $(PORTABLE) $(PY) -m pytest -q -p no:cacheprovider --nbval notebooks \
+	--nbval-sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: book test unit nbval notebooks bench env clean portability-matrix
 
 env: $(STAMP)
 
@@ -29,15 +36,20 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
 nbval: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(NBVAL)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q -p no:cacheprovider --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(NBVAL)
 
-# Re-execute the chapters in the smoke profile into the committed notebooks/NN_topic.ipynb.
+# Re-execute the chapters in the smoke profile into the committed notebooks/NN_topic.ipynb
+# (in the portable numeric mode, as nbval checks them).
 notebooks: $(STAMP)
-	$(PY) -c "from reidnb.bookjob import refresh_committed; refresh_committed()"
+	$(PORTABLE) $(PY) -c "from reidnb.bookjob import refresh_committed; refresh_committed()"
+
+# nbval under simulated other machines (instruction-set caps, thread counts, one core); see README
+portability-matrix: $(STAMP)
+	$(PY) tools/portability_matrix.py
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -138,7 +138,16 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
 
 
 def refresh_committed(only: list[str] | None = None) -> None:
-    """Re-execute every chapter in the smoke profile into notebooks/NN_topic.ipynb (for nbval)."""
+    """Re-execute every chapter in the smoke profile into notebooks/NN_topic.ipynb (for nbval),
+    in the portable numeric mode, so the outputs are those of every x86-64 machine."""
+    import os
+
+    from .numerics import is_portable, portable_env
+    if not is_portable():
+        raise RuntimeError("refresh_committed: run it in the portable numeric mode (`make "
+                           "notebooks`, or `reidnb numerics portable -- python -c ...`): nbval "
+                           "compares the committed outputs exactly on every machine")
+    os.environ.update(portable_env())  # the kernels papermill starts inherit it
     for src in chapter_sources(only=only):
         secs = execute_notebook(src, src.with_suffix(".ipynb"),
                                 {"profile": "smoke", "data_root": "data", "device": "cpu"})

@@ -5,6 +5,9 @@
   reidnb run ide [--profile synthetic] [--dataset synthreid] [--data-root data] [--device auto]
   torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
   reidnb book [--profile synthetic] [--data-root data] [--out build]
+  reidnb numerics describe              this process's numeric path (what a run record keeps)
+  reidnb numerics env                   the portable mode's variables, NAME=value
+  reidnb numerics portable -- CMD ...   run CMD in the portable mode (e.g. jupyter lab)
 """
 
 from __future__ import annotations
@@ -51,6 +54,25 @@ def _book(args) -> int:
                     device=args.device, only=args.only)
 
 
+def _numerics(args) -> int:
+    import json
+    import os
+
+    from . import numerics
+    if args.numerics_command == "describe":
+        print(json.dumps(numerics.describe(), indent=2))
+    elif args.numerics_command == "env":
+        print(" ".join(f"{k}={v}" for k, v in numerics.portable_env().items()))
+    else:
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            print("error: reidnb numerics portable -- CMD [ARGS...]: no command given",
+                  file=sys.stderr)
+            return 2
+        os.execvpe(cmd[0], cmd, {**os.environ, **numerics.portable_env()})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reidnb", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to execute")
     b.set_defaults(func=_book)
+
+    n = sub.add_parser("numerics", help="numeric paths: describe this one, or run the portable "
+                       "mode that gives the same numbers on every x86-64 CPU")
+    nsub = n.add_subparsers(dest="numerics_command", required=True)
+    nsub.add_parser("describe", help="this process's numeric path, as a run record keeps it")
+    nsub.add_parser("env", help="the portable mode's environment, NAME=value")
+    e = nsub.add_parser("portable", help="run a command in the portable mode")
+    e.add_argument("cmd", nargs=argparse.REMAINDER)
+    n.set_defaults(func=_numerics)
     return p
 
 

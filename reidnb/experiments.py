@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
+from . import numerics as numeric_paths
 from .data import build_dataset
 from .data.cache import ImageCache
 from .data.samplers import split_by_identity
@@ -66,6 +67,9 @@ class Experiment:
     val_fraction: float = 0.0   # share of training identities held out for validation
     select: str = "last"        # evaluate the "last" epoch or the "best" by validation loss
     trunk_from: str = ""        # run name whose trained trunk initialises this one's (not ImageNet)
+    # the floating-point path (reidnb.numerics): "native" (this machine's fastest kernels), or
+    # the portable recipe, which gives the same numbers on every x86-64 CPU (make test)
+    numerics: str = field(default_factory=numeric_paths.path_id)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +106,8 @@ class Experiment:
         return new
 
 
-_NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last", "trunk_from": ""}
+_NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last", "trunk_from": "",
+            "numerics": "native"}
 _NEUTRAL_TRAIN = {"channels_last": False, "compile": False}   # TrainConfig fields added later
 
 
@@ -291,9 +296,16 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
     """Train and evaluate `exp`, or return its cached complete run record."""
     run_dir = run_dir_for(exp, runs_dir)
     record_path = run_dir / "record.json"
+    if exp.numerics != numeric_paths.path_id():
+        raise ValueError(
+            f"{exp.name}: configured for the numeric path {exp.numerics!r}, but this process "
+            f"runs {numeric_paths.path_id()!r} (REIDNB_NUMERICS={numeric_paths.mode()}); build the "
+            f"experiment in the process that runs it, or start that process with "
+            f"`reidnb numerics portable -- ...` for a portable run")
     if record_path.exists() and not force:
         record = read_json(record_path)
         if record.get("status") == "complete":
+            _warn_if_other_path(record, record_path, device)
             return record
     distributed.init_from_env()  # under torchrun: one process per GPU, rank 0 writes
     dev = distributed.device_for_rank(resolve_device(device))
@@ -327,6 +339,7 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
         "dataset": {"name": exp.dataset, "root": str(ds.root), "stats": ds.stats()},
         "weights_init": weights_init,
         "device": device_info(dev), "processes": distributed.world_size(),
+        "numerics": numeric_paths.describe(str(dev)),
         "versions": _versions(), "git": git_sha(),
         "started": _now(), "history": [],
     }
@@ -357,6 +370,19 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
     if distributed.is_main():
         atomic_write_json(record_path, record)
     return record
+
+
+def _warn_if_other_path(record: dict, record_path: Path, device: str) -> None:
+    """A cached record made under another numeric path (another CPU, kernels or thread count) is
+    reused, but never silently: its numbers may differ in every digit from this machine's."""
+    import warnings
+
+    here = numeric_paths.describe(str(resolve_device(device)))
+    if not numeric_paths.same_path(record.get("numerics"), here):
+        warnings.warn(f"{record_path}: reusing a record made under the numeric path "
+                      f"{numeric_paths.summary(record.get('numerics'))}; this process runs "
+                      f"{numeric_paths.summary(here)}, where retraining may give other numbers "
+                      f"(force=True / `reidnb run --force` retrains)", stacklevel=3)
 
 
 def run_all(exps: list[Experiment], data_root: str | Path = "data", runs_dir: str | Path = "runs",

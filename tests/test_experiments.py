@@ -77,7 +77,7 @@ def test_run_experiment_writes_record_and_reuses_it(tmp_path):
 def test_new_neutral_options_do_not_rename_existing_runs():
     exp = _tiny_exp()
     d = exp.to_dict()
-    for k in ("synth_knobs", "val_fraction", "select", "trunk_from"):
+    for k in ("synth_knobs", "val_fraction", "select", "trunk_from", "numerics"):
         d.pop(k)
     for k in ("channels_last", "compile"):  # TrainConfig's speed-only fields, added later
         d["train"].pop(k)
@@ -89,6 +89,8 @@ def test_new_neutral_options_do_not_rename_existing_runs():
     assert exp.replace(synth_knobs={"bag_visible_prob": 0.3}).key() != legacy
     assert exp.replace(train={"channels_last": True}).key() != legacy
     assert exp.replace(trunk_from="ide-synthreid-0123456789").key() != legacy
+    assert exp.numerics == "native"  # the test process runs natively
+    assert exp.replace(numerics="portable-v1").key() != legacy  # portable runs are other runs
 
 
 def test_synth_knobs_get_their_own_data_folder(tmp_path):
@@ -231,3 +233,34 @@ def test_run_all_prints_a_line_a_run_and_returns_records_in_order(tmp_path, caps
     for line, rec in zip(lines, recs, strict=True):
         assert line.startswith(rec["run_name"])
         assert f"rank-1 {rec['metrics']['single_query']['rank1']:5.1f}" in line
+
+
+def test_record_keeps_its_numeric_path_and_reuse_under_another_path_warns(tmp_path):
+    from reidnb import numerics
+    from reidnb.io import atomic_write_json, read_json
+
+    exp = _tiny_exp()
+    kw = dict(data_root=tmp_path / "data", runs_dir=tmp_path / "runs", device="cpu",
+              progress=False)
+    rec = run_experiment(exp, **kw)
+    assert rec["numerics"] == numerics.describe("cpu")
+    assert rec["numerics"]["threads"] == torch.get_num_threads()
+    path = run_dir_for(exp, tmp_path / "runs") / "record.json"
+    other = read_json(path)
+    other["numerics"] = dict(other["numerics"], threads=other["numerics"]["threads"] + 3)
+    atomic_write_json(path, other)
+    with pytest.warns(UserWarning, match=r"numeric path native: .*, \d+ threads; this process"):
+        again = run_experiment(exp, **kw)
+    assert again["metrics"] == rec["metrics"]  # reused, with the warning, not retrained
+    del other["numerics"]  # a record from before paths were recorded
+    atomic_write_json(path, other)
+    with pytest.warns(UserWarning, match="before numeric paths were recorded"):
+        run_experiment(exp, **kw)
+
+
+def test_a_run_configured_for_another_numeric_path_is_refused(tmp_path):
+    exp = _tiny_exp().replace(numerics="portable-v1")
+    with pytest.raises(ValueError, match="numeric path 'portable-v1'.*reidnb numerics portable"):
+        run_experiment(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs",
+                       device="cpu", progress=False)
+    assert not (tmp_path / "data").exists()  # refused before any data is generated
