@@ -45,7 +45,7 @@ test: $(STAMP)
 # Re-execute the chapters in the smoke profile into the committed notebooks/NN_topic.ipynb
 # (in the portable numeric mode, as nbval checks them).
 notebooks: $(STAMP)
-	$(PORTABLE) $(PY) -c "from reidnb.bookjob import refresh_committed; refresh_committed()"
+	$(PORTABLE) $(PY) -c "from reidnb.book.mainjob import refresh_committed; refresh_committed()"
 
 # nbval under simulated other machines (instruction-set caps, thread counts, one core); see README
 portability-matrix: $(STAMP)

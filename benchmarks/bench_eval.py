@@ -162,7 +162,7 @@ def main() -> None:
     if args.json:
         from datetime import date
 
-        from reidnb.engine import device_info
+        from reidnb.train.engine import device_info
         from reidnb.io import atomic_write_json
 
         atomic_write_json(args.json, {

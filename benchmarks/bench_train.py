@@ -39,9 +39,9 @@ from reidnb.data.cache import ImageCache
 from reidnb.data.samplers import identity_batches
 from reidnb.data.synthetic import generate
 from reidnb.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
-from reidnb.engine import device_info, resolve_device
+from reidnb.train.engine import device_info, resolve_device
 from reidnb.models import build_model
-from reidnb.objectives import IdentityObjective
+from reidnb.train.objectives import IdentityObjective
 
 K = 4  # images per identity in every batch
 

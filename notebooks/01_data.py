@@ -43,7 +43,7 @@ from dataclasses import fields
 
 import pandas as pd
 
-import reidnb.notebook
+import reidnb.book.notebook
 from reidnb import viz
 from reidnb.data import build_dataset
 from reidnb.data.manifests import make_manifest, manifest_table, verify
@@ -51,7 +51,7 @@ from reidnb.data.synthetic import SynthKnobs, render_examples, sweep_knob
 from reidnb.experiments import dataset_root, ide_experiment, run_experiment
 from reidnb.handcrafted import histogram_baseline
 
-reidnb.notebook.setup()
+reidnb.book.notebook.setup()
 exp = ide_experiment(profile, dataset, seed=seed)
 root = dataset_root(exp, data_root)  # generates SynthReID on first use
 ds = build_dataset(exp.dataset, root)

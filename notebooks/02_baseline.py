@@ -40,14 +40,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-import reidnb.notebook
+import reidnb.book.notebook
 from reidnb import cam, viz
 from reidnb.claims import load_claims
 from reidnb.experiments import ide_experiment, load_run, run_experiment
 from reidnb.metrics import evaluate_rank
 from reidnb.results import claims_vs_runs, eval_speed_table, load_records
 
-reidnb.notebook.setup()
+reidnb.book.notebook.setup()
 exp = ide_experiment(profile, dataset, seed=seed)
 pd.DataFrame({"setting": ["backbone", "image size", "epochs", "lr", "batch", "BN neck",
                           "last stride", "random erasing p"],

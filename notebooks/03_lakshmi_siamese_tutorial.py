@@ -45,18 +45,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-import reidnb.notebook
-from reidnb import engine, losses, objectives, viz, widgets
+import reidnb.book.notebook
+from reidnb import losses, viz
+from reidnb.book import widgets
+from reidnb.train import engine, objectives
 from reidnb.data import samplers
 from reidnb.experiments import (lakshmi_experiments, load_data, load_run, run_dir_for,
                                 run_experiment)
 from reidnb.io import read_json
 from reidnb.metrics import evaluate_rank
 from reidnb.models import EmbeddingNet
-from reidnb.notebook import show_source
+from reidnb.book.notebook import show_source
 from reidnb.results import compare_runs
 
-reidnb.notebook.setup()
+reidnb.book.notebook.setup()
 exps = lakshmi_experiments(profile, dataset, seed=seed, margin=margin)
 exp = exps["random_triplet"]
 pd.DataFrame({
@@ -162,7 +164,7 @@ show_source(objectives.TripletObjective.validation_losses)
 
 # %% [markdown]
 # ## Step 6 — the training loop that keeps the best model
-# `reidnb.engine.fit` runs the epochs with a progress bar and writes a resumable checkpoint after
+# `reidnb.train.engine.fit` runs the epochs with a progress bar and writes a resumable checkpoint after
 # each one. Given a validation function it also keeps the weights of the epoch with the lowest
 # validation loss in `best.pt`, written atomically (to a temporary file, then renamed), so an
 # interrupted run never leaves a half-written "best model":

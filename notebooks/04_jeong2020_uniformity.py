@@ -47,8 +47,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-import reidnb.notebook
-from reidnb import cam, losses, viz, widgets
+import reidnb.book.notebook
+from reidnb import cam, losses, viz
+from reidnb.book import widgets
 from reidnb.claims import claim
 from reidnb.complexity import count_flops, output_shapes
 from reidnb.data import synthetic
@@ -58,10 +59,10 @@ from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_ex
                                 run_all, run_experiment)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
-from reidnb.notebook import show_source
+from reidnb.book.notebook import show_source
 from reidnb.results import ordering_verdicts, seed_table, seed_values, with_claims
 
-reidnb.notebook.setup()
+reidnb.book.notebook.setup()
 plan = jeong2020_plan(profile, dataset)
 first = JEONG2020_PLAN[profile]["seeds"][0]
 full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)

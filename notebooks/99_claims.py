@@ -35,11 +35,11 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-import reidnb.notebook
+import reidnb.book.notebook
 from reidnb.claims import load_claims
 from reidnb.results import claims_vs_runs, load_records
 
-reidnb.notebook.setup()
+reidnb.book.notebook.setup()
 pd.set_option("display.max_rows", 400)
 claims = load_claims()
 records = load_records(runs_dir, "results", profile=profile)

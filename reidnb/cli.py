@@ -41,7 +41,7 @@ def _run(args) -> int:
     exp = factory[args.experiment](args.profile, args.dataset, args.seed)
     record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
                                         force=args.force)
-    from . import distributed
+    from .train import distributed
     if distributed.is_main():  # under torchrun, once
         print(f"{record['run_name']}: {record['metrics']}")
     distributed.shutdown()
@@ -49,7 +49,7 @@ def _run(args) -> int:
 
 
 def _book(args) -> int:
-    from .bookjob import main_job
+    from .book.mainjob import main_job
     return main_job(profile=args.profile, data_root=args.data_root, out=args.out,
                     device=args.device, only=args.only)
 

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed
+from . import __version__
 from . import numerics as numeric_paths
 from .data import build_dataset
 from .data.cache import ImageCache
 from .data.samplers import split_by_identity
 from .data.transforms import BatchAugment
-from .engine import TrainConfig, device_info, evaluate, fit, resolve_device, seed_everything
+from .train import distributed
+from .train.engine import TrainConfig, device_info, evaluate, fit, resolve_device, seed_everything
 from .io import atomic_write_json, read_json
 from .models import build_model
-from .objectives import IdentityObjective, TripletObjective
+from .train.objectives import IdentityObjective, TripletObjective
 
 PROFILES = ("smoke", "synthetic", "gpu", "paper")
 SYNTH_SIZE = {"smoke": "smoke", "synthetic": "default", "gpu": "large"}
@@ -440,7 +441,7 @@ class RunArtifacts:
 def load_run(exp: Experiment, data_root: str | Path = "data", runs_dir: str | Path = "runs",
              device: str = "cpu") -> RunArtifacts:
     """Rebuild a finished run's model and recompute its query x gallery distances."""
-    from .engine import compute_distmat, extract_features
+    from .train.engine import compute_distmat, extract_features
 
     record = read_json(run_dir_for(exp, runs_dir) / "record.json")
     ds, caches = load_data(exp, data_root)
@@ -454,7 +455,7 @@ def load_run(exp: Experiment, data_root: str | Path = "data", runs_dir: str | Pa
 
 # --- jeong2020: the uniformity attentive Siamese network (chapter on issue 5) ---------------------
 
-from .objectives import SiameseObjective  # noqa: E402
+from .train.objectives import SiameseObjective  # noqa: E402
 
 OBJECTIVES["siamese"] = SiameseObjective
 JEONG2020_VARIANTS = ("full", "am", "baseline")

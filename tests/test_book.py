@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reidnb import book
-from reidnb.book import BookError
+from reidnb.book import assemble as book
+from reidnb.book.assemble import BookError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -289,7 +289,7 @@ def test_book_pages_render_offline_in_chromium(tiny_book, tmp_path):
 def test_clean_notebook_ids_follow_the_sources_so_refreshes_keep_them():
     import nbformat
 
-    from reidnb.bookjob import clean_notebook
+    from reidnb.book.mainjob import clean_notebook
 
     def nb(sources):
         return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
@@ -308,7 +308,7 @@ def test_clean_notebook_ids_follow_the_sources_so_refreshes_keep_them():
 def test_merge_streams_keeps_what_a_terminal_shows():
     import nbformat
 
-    from reidnb.bookjob import merge_streams
+    from reidnb.book.mainjob import merge_streams
 
     def stream(name, text):
         return nbformat.v4.new_output("stream", name=name, text=text)

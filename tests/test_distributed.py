@@ -15,13 +15,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from reidnb import distributed
+from reidnb.train import distributed
 from reidnb.data.cache import ImageCache
 from reidnb.data.samplers import identity_batches
 from reidnb.data.transforms import BatchAugment
-from reidnb.engine import TrainConfig, _epoch_generators, fit
+from reidnb.train.engine import TrainConfig, _epoch_generators, fit
 from reidnb.models.heads import ReIDOutput
-from reidnb.objectives import IdentityObjective
+from reidnb.train.objectives import IdentityObjective
 
 WORLD = 2
 P, K, IDS, PER_ID = 4, 2, 8, 3
@@ -143,7 +143,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def _gathered_features(model: nn.Module) -> torch.Tensor:
-    from reidnb.engine import extract_features
+    from reidnb.train.engine import extract_features
     return extract_features(model, _cache(), flip=False)
 
 
@@ -206,7 +206,7 @@ def test_ranks_end_with_rank_zeros_statistics(two_ranks):
 
 
 def test_features_are_gathered_in_image_order(two_ranks):
-    from reidnb.engine import extract_features
+    from reidnb.train.engine import extract_features
 
     _, (r0, r1) = two_ranks
     model = _model()

@@ -7,10 +7,10 @@ from torch import nn
 
 from reidnb.data.cache import ImageCache
 from reidnb.data.transforms import BatchAugment
-from reidnb.engine import NonFiniteLossError, TrainConfig, evaluate, fit, lr_at
+from reidnb.train.engine import NonFiniteLossError, TrainConfig, evaluate, fit, lr_at
 from reidnb.io import atomic_write_json, read_json
 from reidnb.models.heads import BNNeckClassifier, ReIDOutput
-from reidnb.objectives import IdentityObjective, TripletObjective
+from reidnb.train.objectives import IdentityObjective, TripletObjective
 
 
 class Tiny(nn.Module):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from reidnb.engine import TrainConfig
+from reidnb.train.engine import TrainConfig
 from reidnb.experiments import (Experiment, ide_experiment, load_run, run_dir_for,
                                 run_experiment)
 from reidnb.models import list_models, register_model

@@ -8,7 +8,7 @@ from reidnb.data.cache import ImageCache
 from reidnb.data.transforms import BatchAugment
 from reidnb.experiments import jeong2020_experiment
 from reidnb.models import build_model
-from reidnb.objectives import SiameseObjective
+from reidnb.train.objectives import SiameseObjective
 
 
 def _small(**kw):

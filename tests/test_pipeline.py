@@ -13,9 +13,9 @@ from reidnb.data.cache import ImageCache
 from reidnb.data.samplers import identity_batches, shuffled_batches
 from reidnb.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchAugment, erase, normalize,
                                     sample_erase_boxes)
-from reidnb.engine import SPEED_FIELDS, TrainConfig, fit
+from reidnb.train.engine import SPEED_FIELDS, TrainConfig, fit
 from reidnb.models.heads import ReIDOutput
-from reidnb.objectives import IdentityObjective, TripletObjective
+from reidnb.train.objectives import IdentityObjective, TripletObjective
 
 
 def _cache(ids: int = 6, per_id: int = 4, h: int = 16, w: int = 8) -> ImageCache:

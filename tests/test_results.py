@@ -64,7 +64,7 @@ def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
 
 
 def test_seed_table_ordering_verdicts_and_claims(tmp_path):
-    from reidnb.engine import TrainConfig
+    from reidnb.train.engine import TrainConfig
     from reidnb.experiments import Experiment, run_dir_for
     from reidnb.results import ordering_verdicts, seed_table, with_claims
 
@@ -90,7 +90,7 @@ def test_seed_table_ordering_verdicts_and_claims(tmp_path):
 
 
 def test_seed_values_one_row_per_complete_run(tmp_path):
-    from reidnb.engine import TrainConfig
+    from reidnb.train.engine import TrainConfig
     from reidnb.experiments import Experiment, run_dir_for
     from reidnb.results import seed_values
 

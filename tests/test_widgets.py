@@ -1,6 +1,6 @@
 import numpy as np
 
-from reidnb import widgets
+from reidnb.book import widgets
 
 
 def _problem():

@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHAPTER_RE = re.compile(r"^(\d{2})_[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Vendored files go to <book>/_vendor/_static/vendor/; `html_extra_path: [_vendor]` puts them in
 # the site's _static/vendor/ (under the source's _static/ Jupyter Book would add every .js file

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 
 
@@ -106,8 +106,8 @@ def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
 def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "build",
              device: str = "cpu", only: list[str] | None = None) -> int:
     """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
-    from .book import build as build_book
-    from .experiments import SYNTH_SIZE, Experiment, dataset_root
+    from .assemble import build as build_book
+    from ..experiments import SYNTH_SIZE, Experiment, dataset_root
 
     out_dir = REPO / out
     timings: dict[str, float] = {}
@@ -142,7 +142,7 @@ def refresh_committed(only: list[str] | None = None) -> None:
     in the portable numeric mode, so the outputs are those of every x86-64 machine."""
     import os
 
-    from .numerics import is_portable, portable_env
+    from ..numerics import is_portable, portable_env
     if not is_portable():
         raise RuntimeError("refresh_committed: run it in the portable numeric mode (`make "
                            "notebooks`, or `reidnb numerics portable -- python -c ...`): nbval "

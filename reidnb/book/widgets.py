@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import viz
+from .. import viz
 
 
 def wrong_top1(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids) -> np.ndarray:

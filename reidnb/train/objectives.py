@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses
-from .data.cache import ImageCache
-from .data.samplers import identity_batches, shuffled_batches, triplet_indices
-from .data.transforms import BatchAugment, normalize
+from .. import losses
+from ..data.cache import ImageCache
+from ..data.samplers import identity_batches, shuffled_batches, triplet_indices
+from ..data.transforms import BatchAugment, normalize
 
 
 def _batch(cache: ImageCache, idx, augment: BatchAugment, gen: torch.Generator,

@@ -23,10 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
-from .data.cache import ImageCache
-from .data.transforms import normalize
-from .io import atomic_torch_save
-from .losses import pairwise_distances
+from ..data.cache import ImageCache
+from ..data.transforms import normalize
+from ..io import atomic_torch_save
+from ..losses import pairwise_distances
 
 
 class NonFiniteLossError(RuntimeError):
@@ -321,14 +321,14 @@ def evaluate(model: nn.Module, query: ImageCache, gallery: ImageCache,
              which: str = "feat_bn", rerank: bool = False, max_rank: int = 50,
              ap: str = "standard", return_distmat: bool = False):
     """Single-query Market-1501 protocol (optionally + k-reciprocal re-ranking)."""
-    from .metrics import evaluate_rank
+    from ..metrics import evaluate_rank
 
     qf = extract_features(model, query, device, flip=flip, which=which)
     gf = extract_features(model, gallery, device, flip=flip, which=which)
     distmat = compute_distmat(qf, gf, metric)
     protocol = "single_query"
     if rerank:
-        from .metrics import re_ranking
+        from ..metrics import re_ranking
 
         distmat = torch.as_tensor(re_ranking(distmat, compute_distmat(qf, qf, metric),
                                              compute_distmat(gf, gf, metric)),
