@@ -1,0 +1,29 @@
+"""Every run the chapters make keeps its name (its configuration hash) across refactors: a renamed
+run would retrain silently and orphan the records under runs/. The golden list was taken at commit
+3d16f78, before the paper contract (issue 13); a change to it must be deliberate and said in the
+chapter that shows the run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidnb import experiments as E
+
+GOLDEN = json.loads((Path(__file__).parent / "golden_run_names.json").read_text())
+
+
+def _chapter_runs(profile: str) -> set[str]:
+    exps = [E.ide_experiment(profile), *E.lakshmi_experiments(profile).values()]
+    for group in E.jeong2020_plan(profile).values():
+        exps += group
+    exps += list(E.jeong2020_bag_runs(profile).values())
+    return {e.run_name for e in exps}
+
+
+@pytest.mark.parametrize("profile", sorted(GOLDEN))
+def test_run_names_are_unchanged(profile):
+    now = _chapter_runs(profile)
+    assert now == set(GOLDEN[profile]), (
+        f"{profile}: renamed or new runs {sorted(now - set(GOLDEN[profile]))}, "
+        f"gone {sorted(set(GOLDEN[profile]) - now)}")
