@@ -48,10 +48,11 @@ from reidnb import viz
 from reidnb.data import build_dataset
 from reidnb.data.manifests import make_manifest, manifest_table, verify
 from reidnb.data.synthetic import SynthKnobs, render_examples, sweep_knob
-from reidnb.experiments import dataset_root, ide_experiment, run_experiment
+from reidnb.experiments import dataset_root, run_experiment
 from reidnb.handcrafted import histogram_baseline
+from reidnb.papers.ide import ide_experiment
 
-reidnb.book.notebook.setup()
+reidnb.book.notebook.setup(profile)
 exp = ide_experiment(profile, dataset, seed=seed)
 root = dataset_root(exp, data_root)  # generates SynthReID on first use
 ds = build_dataset(exp.dataset, root)

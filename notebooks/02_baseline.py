@@ -43,11 +43,12 @@ import torch
 import reidnb.book.notebook
 from reidnb import cam, viz
 from reidnb.claims import load_claims
-from reidnb.experiments import ide_experiment, load_run, run_experiment
+from reidnb.experiments import load_run, run_experiment
 from reidnb.metrics import evaluate_rank
+from reidnb.papers.ide import ide_experiment
 from reidnb.results import claims_vs_runs, eval_speed_table, load_records
 
-reidnb.book.notebook.setup()
+reidnb.book.notebook.setup(profile)
 exp = ide_experiment(profile, dataset, seed=seed)
 pd.DataFrame({"setting": ["backbone", "image size", "epochs", "lr", "batch", "BN neck",
                           "last stride", "random erasing p"],
@@ -58,7 +59,7 @@ pd.DataFrame({"setting": ["backbone", "image size", "epochs", "lr", "batch", "BN
 
 # %% [markdown]
 # Two choices differ from the 2016 recipe in the CPU profiles, and both are one argument of
-# `reidnb.experiments.ide_experiment`: a BatchNorm "neck" before a bias-free classifier (Luo et
+# `reidnb.papers.ide.ide_experiment`: a BatchNorm "neck" before a bias-free classifier (Luo et
 # al. 2019), which lets a randomly initialised ResNet-18 train stably in a few epochs, and a last
 # stride of 2, which keeps layer4 cheap on a CPU. The `paper` profile uses ResNet-50, last stride
 # 1, no neck, 256x128 inputs and 60 epochs.

@@ -50,15 +50,15 @@ from reidnb import losses, viz
 from reidnb.book import widgets
 from reidnb.train import engine, objectives
 from reidnb.data import samplers
-from reidnb.experiments import (lakshmi_experiments, load_data, load_run, run_dir_for,
-                                run_experiment)
+from reidnb.experiments import load_data, load_run, run_dir_for, run_experiment
 from reidnb.io import read_json
+from reidnb.papers.lakshmi import lakshmi_experiments
 from reidnb.metrics import evaluate_rank
 from reidnb.models import EmbeddingNet
 from reidnb.book.notebook import show_source
 from reidnb.results import compare_runs
 
-reidnb.book.notebook.setup()
+reidnb.book.notebook.setup(profile)
 exps = lakshmi_experiments(profile, dataset, seed=seed, margin=margin)
 exp = exps["random_triplet"]
 pd.DataFrame({
@@ -73,7 +73,7 @@ pd.DataFrame({
 
 # %% [markdown]
 # The tutorial leaves several settings open (optimizer, embedding size, margin, how long to
-# train). Our choices, each a field of `reidnb.experiments.lakshmi_experiments`: Adam at 3e-4
+# train). Our choices, each a field of `reidnb.papers.lakshmi.lakshmi_experiments`: Adam at 3e-4
 # (the setting of Hermans et al. 2017), a 128-dimensional embedding, margin 0.3 for every triplet
 # loss in the chapter so that only the choice of triplets differs between the runs. The CPU
 # profiles use ResNet-18 from random weights at 128x64; `paper` uses ResNet-50 at 256x128 from

@@ -54,15 +54,16 @@ from reidnb.claims import claim
 from reidnb.complexity import count_flops, output_shapes
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
-from reidnb.experiments import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
-                                jeong2020_plan, load_data, load_trained, load_trunk_from_run,
-                                run_all, run_experiment)
+from reidnb.experiments import (load_data, load_trained, load_trunk_from_run, run_all,
+                                run_experiment)
+from reidnb.papers.jeong2020 import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
+                                     jeong2020_plan)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.book.notebook import show_source
 from reidnb.results import ordering_verdicts, seed_table, seed_values, with_claims
 
-reidnb.book.notebook.setup()
+reidnb.book.notebook.setup(profile)
 plan = jeong2020_plan(profile, dataset)
 first = JEONG2020_PLAN[profile]["seeds"][0]
 full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)

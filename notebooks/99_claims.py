@@ -39,7 +39,7 @@ import reidnb.book.notebook
 from reidnb.claims import load_claims
 from reidnb.results import claims_vs_runs, load_records
 
-reidnb.book.notebook.setup()
+reidnb.book.notebook.setup(profile)
 pd.set_option("display.max_rows", 400)
 claims = load_claims()
 records = load_records(runs_dir, "results", profile=profile)

@@ -2,7 +2,8 @@
 
   reidnb data generate synthreid OUT [--size smoke|default] [--seed 0]
   reidnb data verify NAME PATH
-  reidnb run ide [--profile synthetic] [--dataset synthreid] [--data-root data] [--device auto]
+  reidnb run NAME [--profile synthetic]   NAME: any registered experiment, e.g. ide
+      [--dataset synthreid] [--data-root data] [--device auto]
   torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
   reidnb book [--profile synthetic] [--data-root data] [--out build]
   reidnb numerics describe              this process's numeric path (what a run record keeps)
@@ -36,9 +37,8 @@ def _verify(args) -> int:
 
 
 def _run(args) -> int:
-    from . import experiments
-    factory = {"ide": experiments.ide_experiment}
-    exp = factory[args.experiment](args.profile, args.dataset, args.seed)
+    from . import experiments, papers
+    exp = papers.experiment(args.experiment, args.profile, args.dataset, args.seed)
     record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
                                         force=args.force)
     from .train import distributed
@@ -73,6 +73,16 @@ def _numerics(args) -> int:
     return 0
 
 
+def _registry():
+    from . import papers
+    return papers
+
+
+def _profiles() -> tuple[str, ...]:
+    from .experiments import PROFILES
+    return PROFILES
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reidnb", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_verify)
 
     r = sub.add_parser("run", help="train and evaluate one experiment (cached by configuration)")
-    r.add_argument("experiment", choices=["ide"])
-    r.add_argument("--profile", default="synthetic")
+    r.add_argument("experiment", choices=sorted(_registry().EXPERIMENTS),
+                   help="a registered experiment (reidnb/papers/)")
+    r.add_argument("--profile", default="synthetic", choices=_profiles())
     r.add_argument("--dataset", default=None)
     r.add_argument("--data-root", default="data")
     r.add_argument("--runs-dir", default="runs")
@@ -107,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     b = sub.add_parser("book", help="generate data, execute every notebook, render the HTML book")
-    b.add_argument("--profile", default="synthetic")
+    b.add_argument("--profile", default="synthetic", choices=_profiles())
     b.add_argument("--data-root", default="data")
     b.add_argument("--out", default="build")
     b.add_argument("--device", default="cpu")

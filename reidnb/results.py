@@ -13,21 +13,6 @@ import pandas as pd
 
 from .io import read_json
 
-#: Which claims ledger rows an experiment reproduces: name -> [(paper, table, method)].
-CLAIM_LINKS: dict[str, list[tuple[str, str, str]]] = {
-    "ide": [("zheng2019", "3", "IDE baseline")],
-    # jeong2020_experiment names (method names checked against claims.load_claims())
-    "jeong2020_baseline": [("jeong2020", "5", "ResNet-50 baseline")],
-    "jeong2020_am": [("jeong2020", "5", "ResNet-50 +AM")],
-    "jeong2020_full": [("jeong2020", "5", "ResNet-50 +AM+UL"),
-                       ("jeong2020", "6", "ResNet-50 +AM@layer3+UL")],
-    "jeong2020_vgg_baseline": [("jeong2020", "5", "VGG16 baseline")],
-    "jeong2020_vgg_am": [("jeong2020", "5", "VGG16 +AM")],
-    "jeong2020_vgg_full": [("jeong2020", "5", "VGG16 +AM+UL")],
-    **{f"jeong2020_full_layer{i}": [("jeong2020", "6", f"ResNet-50 +AM@layer{i}+UL")]
-       for i in (1, 2, 4)},
-}
-
 
 def load_records(*folders: str | Path, profile: str | None = None,
                  complete_only: bool = True) -> list[dict]:
@@ -87,7 +72,8 @@ def claims_vs_runs(claims: pd.DataFrame, records: list[dict],
     A claim is matched by (paper, table, method) through `links` and by metric and protocol; the
     run's data set is shown next to it, since SynthReID numbers are not Market-1501 numbers.
     """
-    links = CLAIM_LINKS if links is None else links
+    if links is None:
+        from .papers import CLAIM_LINKS as links
     mf = metrics_frame(records)
     out = claims.copy()
     out["reproduced"] = "not run"

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from reidnb.train.engine import TrainConfig
-from reidnb.experiments import (Experiment, ide_experiment, load_run, run_dir_for,
+from reidnb.papers.ide import ide_experiment
+from reidnb.experiments import (Experiment, load_run, run_dir_for,
                                 run_experiment)
 from reidnb.models import list_models, register_model
 from reidnb.models.heads import BNNeckClassifier, ReIDOutput
@@ -106,7 +107,7 @@ def test_synth_knobs_get_their_own_data_folder(tmp_path):
 
 
 def test_select_best_evaluates_the_best_epoch_on_held_out_identities(tmp_path):
-    from reidnb.experiments import lakshmi_experiments
+    from reidnb.papers.lakshmi import lakshmi_experiments
 
     exp = lakshmi_experiments("smoke")["random_triplet"].replace(
         height=32, width=16, model="test_tiny", model_kwargs=None, train={"epochs": 3})
@@ -124,7 +125,7 @@ def test_select_best_evaluates_the_best_epoch_on_held_out_identities(tmp_path):
 
 
 def test_lakshmi_runs_see_the_same_number_of_training_images():
-    from reidnb.experiments import lakshmi_experiments
+    from reidnb.papers.lakshmi import lakshmi_experiments
 
     exps = lakshmi_experiments("synthetic")
     rt, bh = exps["random_triplet"], exps["batch_hard"]
@@ -138,7 +139,7 @@ def test_lakshmi_runs_see_the_same_number_of_training_images():
 
 
 def test_jeong2020_plan_reuses_runs_across_tables_and_names_sweeps_apart():
-    from reidnb.experiments import JEONG2020_PLAN, jeong2020_plan
+    from reidnb.papers.jeong2020 import JEONG2020_PLAN, jeong2020_plan
 
     plan = jeong2020_plan("synthetic")
     seeds = JEONG2020_PLAN["synthetic"]["seeds"]
@@ -154,7 +155,7 @@ def test_jeong2020_plan_reuses_runs_across_tables_and_names_sweeps_apart():
 
 
 def test_jeong2020_bag_runs_reuse_table5_at_the_default_visibility():
-    from reidnb.experiments import jeong2020_bag_runs, jeong2020_experiment, jeong2020_plan
+    from reidnb.papers.jeong2020 import jeong2020_bag_runs, jeong2020_experiment, jeong2020_plan
 
     runs = jeong2020_bag_runs("synthetic")
     assert sorted({p for _, p in runs}) == [0.5, 0.8]
@@ -206,7 +207,7 @@ def test_trunk_from_names_the_missing_or_unfit_checkpoint(tmp_path):
 
 
 def test_jeong2020_cpu_runs_start_from_chapter_1s_ide_trunk():
-    from reidnb.experiments import jeong2020_experiment, jeong2020_plan
+    from reidnb.papers.jeong2020 import jeong2020_experiment, jeong2020_plan
 
     plan = jeong2020_plan("synthetic")
     ide = ide_experiment("synthetic")

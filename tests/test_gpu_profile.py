@@ -4,7 +4,9 @@ TrainConfig fields) must not rename the runs of the other profiles."""
 import pytest
 
 from reidnb.data.synthetic import SIZES
-from reidnb.experiments import PROFILES, SYNTH_SIZE, ide_experiment, lakshmi_experiments
+from reidnb.experiments import PROFILES, SYNTH_SIZE
+from reidnb.papers.ide import ide_experiment
+from reidnb.papers.lakshmi import lakshmi_experiments
 
 # Keys taken before the gpu profile and TrainConfig.channels_last/compile were added (synthetic
 # generator version 1.0): the cached runs of these configurations must keep their folders.

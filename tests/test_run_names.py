@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from reidnb import experiments as E
+from reidnb.papers import ide, jeong2020, lakshmi
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_run_names.json").read_text())
 
 
 def _chapter_runs(profile: str) -> set[str]:
-    exps = [E.ide_experiment(profile), *E.lakshmi_experiments(profile).values()]
-    for group in E.jeong2020_plan(profile).values():
+    exps = [ide.ide_experiment(profile), *lakshmi.lakshmi_experiments(profile).values()]
+    for group in jeong2020.jeong2020_plan(profile).values():
         exps += group
-    exps += list(E.jeong2020_bag_runs(profile).values())
+    exps += list(jeong2020.jeong2020_bag_runs(profile).values())
     return {e.run_name for e in exps}
 
 

@@ -107,8 +107,9 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
              device: str = "cpu", only: list[str] | None = None) -> int:
     """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
     from .assemble import build as build_book
-    from ..experiments import SYNTH_SIZE, Experiment, dataset_root
+    from ..experiments import SYNTH_SIZE, Experiment, check_profile, dataset_root
 
+    check_profile(profile)  # before any data is generated
     out_dir = REPO / out
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

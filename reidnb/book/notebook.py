@@ -16,10 +16,14 @@ def project_root(start: str | Path | None = None) -> Path | None:
     return None
 
 
-def setup() -> Path:
-    """chdir to the project root (so `data/`, `runs/` and `results/` resolve the same under
-    papermill, nbval and JupyterLab) and silence the random-init warning, which the run record
-    already keeps, and render figures inline. Returns the working folder."""
+def setup(profile: str | None = None) -> Path:
+    """Check the chapter's `profile` parameter (an unknown one stops here, with the choices,
+    before any data is generated), chdir to the project root (so `data/`, `runs/` and `results/`
+    resolve the same under papermill, nbval and JupyterLab), silence the random-init warning,
+    which the run record already keeps, and render figures inline. Returns the working folder."""
+    if profile is not None:
+        from ..experiments import check_profile
+        check_profile(profile)
     root = project_root()
     if root is not None:
         os.chdir(root)

@@ -1,0 +1,66 @@
+"""The papers: one module each, holding its experiments per profile, its chapter's plan of runs
+and its claim links. A new paper is a model file in `reidnb/models/`, a module here and a chapter.
+
+Each module defines, as plain module-level values (nothing is registered from elsewhere):
+- `PAPER` (its key in the claims ledger) and `CHAPTER` (its notebook's stem);
+- `EXPERIMENTS`: run name -> factory(profile, dataset=None, seed=0) -> Experiment;
+- `CLAIM_LINKS`: run name -> [(paper, table, method)] rows of reidnb/claims.csv it reproduces;
+- `plan(profile, dataset=None)`: group -> the runs its chapter makes.
+
+This module merges them, refusing a name that two modules claim, and answers every lookup by name
+or profile with the valid choices (`experiment`, `check_name`), before any data is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..experiments import PROFILES, Experiment, check_profile
+from . import ide, jeong2020, lakshmi
+
+MODULES = (ide, lakshmi, jeong2020)
+
+
+def merge(dicts: Iterable[tuple[str, dict]]) -> dict:
+    """One dict from (owner, dict) pairs; a key that two owners define is an error."""
+    merged: dict = {}
+    owner_of: dict = {}
+    for owner, d in dicts:
+        for key, value in d.items():
+            if key in merged:
+                raise ValueError(f"{key!r} is defined by both {owner_of[key]} and {owner}")
+            merged[key], owner_of[key] = value, owner
+    return merged
+
+
+PAPERS = merge((m.__name__, {m.PAPER: m}) for m in MODULES)
+EXPERIMENTS: dict[str, Callable[..., Experiment]] = merge(
+    (m.__name__, m.EXPERIMENTS) for m in MODULES)
+CLAIM_LINKS: dict[str, list[tuple[str, str, str]]] = merge(
+    (m.__name__, m.CLAIM_LINKS) for m in MODULES)
+
+
+def check_name(name: str) -> None:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+
+
+def experiment(name: str, profile: str = "synthetic", dataset: str | None = None,
+               seed: int = 0) -> Experiment:
+    """The registered experiment `name` as `profile` runs it."""
+    check_name(name)
+    check_profile(profile)
+    return EXPERIMENTS[name](profile, dataset, seed)
+
+
+def plan(paper: str, profile: str = "synthetic", dataset: str | None = None
+         ) -> dict[str, list[Experiment]]:
+    """The runs of `paper`'s chapter, by group."""
+    if paper not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; choose one of {sorted(PAPERS)}")
+    check_profile(profile)
+    return PAPERS[paper].plan(profile, dataset)
+
+
+__all__ = ["PROFILES", "PAPERS", "EXPERIMENTS", "CLAIM_LINKS", "MODULES", "merge", "check_name",
+           "experiment", "plan"]
