@@ -54,8 +54,7 @@ from reidnb.claims import claim
 from reidnb.complexity import count_flops, output_shapes
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
-from reidnb.experiments import (load_data, load_trained, load_trunk_from_run, run_all,
-                                run_experiment)
+from reidnb.experiments import initial_model, load_data, load_trained, run_all, run_experiment
 from reidnb.papers.jeong2020 import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
                                      jeong2020_plan)
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
@@ -269,10 +268,8 @@ ds, caches = load_data(full, data_root)
 q = caches["query"]
 pick = np.linspace(0, len(q) - 1, 6).astype(int)
 images = normalize(q.images[pick])
-torch.manual_seed(full.train.seed)
-untrained = Jeong2020(ds.num_train_pids, **dict(full.model_kwargs, pretrained=False)).eval()
-if full.trunk_from:  # the run's starting point: IDE trunk, untrained module and heads
-    load_trunk_from_run(untrained, full.trunk_from, runs_dir)
+untrained, _ = initial_model(full, ds.num_train_pids, runs_dir)  # IDE trunk, untrained module
+untrained.eval()
 trained = load_trained(full, runs_dir, ds.num_train_pids).eval()
 with torch.no_grad():
     before, after = untrained(images).extras, trained(images).extras

@@ -181,6 +181,18 @@ def load_trunk_from_run(model: torch.nn.Module, run_name: str, runs_dir: str | P
     return {"source": "run", "detail": f"trunk of {run_name} ({len(own)} tensors)"}
 
 
+def initial_model(exp: Experiment, num_classes: int, runs_dir: str | Path = "runs"
+                  ) -> tuple[torch.nn.Module, dict]:
+    """The model as `exp`'s training starts, and where its weights came from: seeded by the
+    run's seed alone, its trunk copied from `exp.trunk_from`'s run when set."""
+    seed_everything(exp.train.seed)
+    model = build_for(exp, num_classes)
+    weights_init = getattr(model, "weights_init", {"source": "unknown"})
+    if exp.trunk_from:
+        weights_init = load_trunk_from_run(model, exp.trunk_from, runs_dir)
+    return model, weights_init
+
+
 def git_sha() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -216,11 +228,7 @@ def run_experiment(exp: Experiment, data_root: str | Path = "data", runs_dir: st
         dataset_root(exp, data_root)  # SynthReID is generated once, before the others read it
     distributed.barrier()
     ds, caches = load_data(exp, data_root)
-    seed_everything(exp.train.seed)  # the initial weights depend on the seed alone
-    model = build_for(exp, ds.num_train_pids)
-    weights_init = getattr(model, "weights_init", {"source": "unknown"})
-    if exp.trunk_from:
-        weights_init = load_trunk_from_run(model, exp.trunk_from, runs_dir)
+    model, weights_init = initial_model(exp, ds.num_train_pids, runs_dir)
     train_cache, validate = caches["train"], None
     if exp.val_fraction > 0:
         train_idx, val_idx = split_by_identity(train_cache.pids.numpy(), exp.val_fraction,

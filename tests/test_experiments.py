@@ -265,3 +265,18 @@ def test_a_run_configured_for_another_numeric_path_is_refused(tmp_path):
         run_experiment(exp, data_root=tmp_path / "data", runs_dir=tmp_path / "runs",
                        device="cpu", progress=False)
     assert not (tmp_path / "data").exists()  # refused before any data is generated
+
+
+def test_initial_model_depends_on_the_seed_alone_and_copies_the_trunk_source(tmp_path):
+    from reidnb.experiments import initial_model
+
+    exp = _tiny_exp()
+    a, init = initial_model(exp, 5, tmp_path)
+    torch.randn(100)  # other draws in between change nothing
+    b, _ = initial_model(exp, 5, tmp_path)
+    c, _ = initial_model(exp.replace(train={"seed": 1}), 5, tmp_path)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.conv.weight, c.conv.weight)
+    assert init == {"source": "random", "detail": "test"}
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nosuch-run"):
+        initial_model(exp.replace(trunk_from="nosuch-run"), 5, tmp_path)
