@@ -39,6 +39,9 @@ def _verify(args) -> int:
 def _run(args) -> int:
     from . import experiments, papers
     exp = papers.experiment(args.experiment, args.profile, args.dataset, args.seed)
+    for first in papers.prerequisites(exp):  # e.g. the IDE run whose trunk jeong2020 starts from
+        rec = experiments.run_experiment(first, args.data_root, args.runs_dir, args.device)
+        print(f"{rec['run_name']} (prerequisite): {rec['metrics']}")
     record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
                                         force=args.force)
     from .train import distributed

@@ -72,3 +72,12 @@ def test_notebook_setup_refuses_an_unknown_profile_before_any_data(tmp_path, mon
     with pytest.raises(ValueError, match=r"unknown profile 'papr'.*'paper'"):
         notebook.setup("papr")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prerequisites_name_the_trunk_source_run():
+    full = papers.experiment("jeong2020_full", "smoke")
+    chain = papers.prerequisites(full)
+    assert [e.run_name for e in chain] == [full.trunk_from]
+    assert chain[0].name == "ide" and papers.prerequisites(chain[0]) == []
+    with pytest.raises(ValueError, match="no registered experiment makes"):
+        papers.prerequisites(full.replace(trunk_from="ide-synthreid-0000000000"))

@@ -53,6 +53,21 @@ def experiment(name: str, profile: str = "synthetic", dataset: str | None = None
     return EXPERIMENTS[name](profile, dataset, seed)
 
 
+def prerequisites(exp: Experiment) -> list[Experiment]:
+    """The registered runs `exp` starts from (its `trunk_from` source, and that one's), in the
+    order to run them; an unregistered source is an error naming it."""
+    chain: list[Experiment] = []
+    while exp.trunk_from:
+        source = next((e for e in (f(exp.profile, exp.dataset, 0) for f in EXPERIMENTS.values())
+                       if e.run_name == exp.trunk_from), None)
+        if source is None:
+            raise ValueError(f"{exp.name}: its trunk comes from run {exp.trunk_from!r}, which "
+                             "no registered experiment makes")
+        chain.insert(0, source)
+        exp = source
+    return chain
+
+
 def plan(paper: str, profile: str = "synthetic", dataset: str | None = None
          ) -> dict[str, list[Experiment]]:
     """The runs of `paper`'s chapter, by group."""
@@ -63,4 +78,4 @@ def plan(paper: str, profile: str = "synthetic", dataset: str | None = None
 
 
 __all__ = ["PROFILES", "PAPERS", "EXPERIMENTS", "CLAIM_LINKS", "MODULES", "merge", "check_name",
-           "experiment", "plan"]
+           "experiment", "plan", "prerequisites"]
