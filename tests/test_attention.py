@@ -1,8 +1,12 @@
+"""jeong2020's attention module (reidnb/models/jeong2020.py) against Table 1 and Eq. 3; the
+contract every block follows is tested over the registry in test_blocks.py."""
+
 import pytest
 import torch
 
-from reidnb.models.attention import (ChannelAttention, EncoderDecoderAttention, UniformityAttention,
-                                     encoder_kernels_for, hourglass_sizes)
+from reidnb.models import build_model
+from reidnb.models.jeong2020 import (ChannelAttention, EncoderDecoderAttention,
+                                     UniformityAttention, encoder_kernels_for, hourglass_sizes)
 
 
 def _layer_outputs(seq: torch.nn.Sequential, x: torch.Tensor) -> list[tuple[int, ...]]:
@@ -43,14 +47,28 @@ def test_module_output_is_eq3_and_maps_are_soft_masks():
     torch.manual_seed(0)
     am = UniformityAttention(32, reduction=16, mid_channels=8)
     f = torch.randn(2, 32, 16, 8)
-    out, maps = am(f)
+    out = am(f)
     assert out.shape == f.shape
+    maps = am.maps
     assert maps["channel_att"].shape == (2, 32, 1, 1) and maps["ed_att"].shape == (2, 1, 16, 8)
     for m in maps.values():
         assert m.min() >= 0 and m.max() <= 1
-    expected = (f * am.channel(f)) * am.encoder_decoder(f)
-    assert torch.allclose(out, expected)
-    assert torch.equal(am.last_maps["ed_att"], maps["ed_att"].detach())
+    a_ch, a_ed = am.channel(f), am.encoder_decoder(f)
+    assert torch.equal(out, (f * a_ch) * a_ed)
+    assert torch.equal(maps["channel_att"], a_ch) and torch.equal(maps["ed_att"], a_ed)
+
+
+def test_model_runs_the_module_through_the_trunk_and_reports_its_maps():
+    torch.manual_seed(0)
+    model = build_model("jeong2020", 4, backbone="resnet18", pretrained=False, stage="layer2",
+                        encoder_padding=True).eval()
+    x = torch.randn(2, 3, 64, 32)
+    out = model(x)
+    trunk = model.backbone(x, hooks={"layer2": model.attention})  # the trunk's own stage loop
+    assert torch.equal(out.extras["fmap"], trunk)
+    assert out.extras["channel_att"].shape == (2, 128, 1, 1)
+    assert out.extras["ed_att"].shape == (2, 1, 8, 4)
+    assert torch.equal(out.extras["ed_att"], model.attention.maps["ed_att"])
 
 
 def test_unpadded_encoder_on_a_too_small_map_names_stage_size_and_fix():

@@ -1,6 +1,8 @@
-"""Models: trunks with named stages, heads, and one file per paper's model.
+"""Models: trunks with named stages, heads, attention blocks, and one file per paper's model.
 
-`build_model(name, num_classes, **kwargs)` looks a model up in a plain registry.
+`build_model(name, num_classes, **kwargs)` looks a model up in a plain registry;
+`build_attention(name, channels, **options)` an attention block (the contract is in
+`attention.py`) in `ATTENTION_BLOCKS`, every paper module's own `ATTENTION_BLOCKS` merged.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import Callable
 
 from torch import nn
 
+from . import jeong2020
+from .attention import AttentionBlock, merge_blocks
 from .backbones import BACKBONES, WeightsInit, build_backbone, find_imagenet_weights
 from .embedding import EmbeddingNet
 from .heads import BNNeckClassifier, ReIDOutput
@@ -38,9 +42,28 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     return _MODELS[name](num_classes, **kwargs)
 
 
+#: Every attention block by name: each paper module's `ATTENTION_BLOCKS`, a duplicate refused.
+ATTENTION_BLOCKS: dict[str, type[AttentionBlock]] = merge_blocks(jeong2020.ATTENTION_BLOCKS)
+
+
+def list_attention() -> list[str]:
+    return sorted(ATTENTION_BLOCKS)
+
+
+def build_attention(name: str, channels: int, **options) -> nn.Module:
+    """`ATTENTION_BLOCKS[name](channels, **options)`; an unknown name lists the valid ones."""
+    if name not in ATTENTION_BLOCKS:
+        close = difflib.get_close_matches(name, ATTENTION_BLOCKS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown attention block {name!r}; choose from {list_attention()}{hint}")
+    return ATTENTION_BLOCKS[name](channels, **options)
+
+
 register_model("ide", IDE)
 register_model("embedding", EmbeddingNet)
 register_model("jeong2020", Jeong2020)
 
-__all__ = ["BACKBONES", "BNNeckClassifier", "EmbeddingNet", "IDE", "Jeong2020", "ReIDOutput", "WeightsInit", "build_backbone",
-           "build_model", "find_imagenet_weights", "list_models", "register_model"]
+__all__ = ["ATTENTION_BLOCKS", "AttentionBlock", "BACKBONES", "BNNeckClassifier", "EmbeddingNet",
+           "IDE", "Jeong2020", "ReIDOutput", "WeightsInit", "build_attention", "build_backbone",
+           "build_model", "find_imagenet_weights", "list_attention", "list_models",
+           "merge_blocks", "register_model"]
