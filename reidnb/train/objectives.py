@@ -2,12 +2,24 @@
 
 Each objective returns a dict of named scalar tensors with the total under "loss"; the engine logs
 every entry per epoch. `validation_losses(model, cache, device)` scores held-out identities with the
-objective's own metric loss on batches fixed once (no augmentation), for best-model selection. Chapters add their own (jeong2020's identification + verification +
-uniformity, CASN's attention losses) by following the same two-method shape.
+objective's own metric loss on batches fixed once (no augmentation), for best-model selection.
+
+An objective's own terms (identification, verification, triplet) are weighted by its fields; a
+paper's further losses are extra terms: a `Term` is a name, a weight and a function
+`fn(out, ctx, **params) -> scalar` of the model's output and the batch (`BatchContext`). Each term
+is logged as "loss_<name>" and enters the total as weight x value; a term of weight <= 0 is still
+computed and logged, detached, and left out of the total. Term functions live in the `TERMS`
+registry below (the uniformity term of jeong2020 Eq. 8 first); an objective takes them as
+`extra_terms`, each a `Term` or a spec `{"term": <registry name>, "weight": w, **params}` (plain
+data, so it can sit in an experiment's objective_kwargs). A term that reads a model output names
+it through `require_extra`, so a model without it fails with a message naming the model class.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +39,160 @@ def _batch(cache: ImageCache, idx, augment: BatchAugment, gen: torch.Generator,
     return images, cache.pids[idx.to(cache.pids.device)].to(device)
 
 
+# --- extra loss terms -----------------------------------------------------------------------
+
+
+class MissingOutputError(KeyError):
+    """A loss term needs a model output (an `extras` entry) that the model does not return."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a term sees besides the model's output.
+
+    model: the module the step called (possibly wrapped in DistributedDataParallel).
+    images: the (B,3,H,W) batch as the model saw it.
+    pids: (B,) identity labels, or None on held-out identities (validation).
+    apn: the batch is anchors, then positives, then negatives (a third each), as
+      SiameseObjective and TripletObjective draw it.
+    """
+
+    model: nn.Module
+    images: torch.Tensor
+    pids: torch.Tensor | None
+    apn: bool = False
+
+
+def model_name(model: nn.Module) -> str:
+    """Class name of a model, through DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return type(model).__name__
+
+
+def require_extra(out, ctx: BatchContext, key: str, term: str, what: str,
+                  provided_by: str) -> torch.Tensor:
+    """`out.extras[key]`, or a `MissingOutputError` naming the term, what it needs, which model
+    provides it and that this one does not."""
+    extras = out.extras or {}
+    if key not in extras:
+        raise MissingOutputError(
+            f"{term} needs the model's extras[{key!r}] ({what}); {provided_by} provides it, "
+            f"{model_name(ctx.model)} does not (its extras: {sorted(extras) or 'none'})")
+    return extras[key]
+
+
+def uniformity_term(out, ctx: BatchContext, margin: float = 1.0, form: str = "text"
+                    ) -> torch.Tensor:
+    """jeong2020's uniformity loss (Eq. 8, `losses.uniformity`) on the attention scores of the
+    anchors, positives and negatives of an APN batch."""
+    if not ctx.apn:
+        raise ValueError("uniformity term needs anchor / positive / negative batches "
+                         "(SiameseObjective or TripletObjective)")
+    scores = require_extra(out, ctx, "score", "uniformity term",
+                           "an attention score map, (B,1,H,W)", "Jeong2020").float()
+    return losses.uniformity(*scores.chunk(3), margin=margin, form=form)
+
+
+#: Term functions by name, `fn(out, ctx, **params) -> scalar tensor` (or None where it cannot be
+#: scored: a term needing `ctx.pids` during validation). Later papers add theirs here.
+TERMS: dict[str, Callable[..., torch.Tensor | None]] = {"unif": uniformity_term}
+
+
+def register_term(name: str, fn: Callable[..., torch.Tensor | None]) -> None:
+    """Add a term function to `TERMS`; a name already there is refused."""
+    if name in TERMS:
+        raise ValueError(f"term {name!r} is already registered ({TERMS[name].__name__})")
+    TERMS[name] = fn
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named, weighted loss term: logged as "loss_<name>", added to the total as
+    weight x value when weight > 0 (else logged only, detached)."""
+
+    name: str
+    weight: float
+    fn: Callable[..., torch.Tensor | None]
+    params: dict = field(default_factory=dict)
+
+    def __call__(self, out, ctx: BatchContext) -> torch.Tensor | None:
+        value = self.fn(out, ctx, **self.params)
+        if value is None:
+            if ctx.pids is not None:
+                raise TypeError(f"term {self.name!r} returned None on a training batch")
+            return None
+        return value if self.weight > 0 else value.detach()
+
+
+def build_term(spec: Term | dict) -> Term:
+    """A `Term` from a spec `{"term": <TERMS name>, "weight": w, "name": <log name, default the
+    term>, **params}`; a `Term` is returned as is."""
+    if isinstance(spec, Term):
+        return spec
+    if not isinstance(spec, dict) or "term" not in spec or "weight" not in spec:
+        raise ValueError(f"extra term {spec!r}: give a Term or a dict with 'term' and 'weight'")
+    spec = dict(spec)
+    key, weight = spec.pop("term"), float(spec.pop("weight"))
+    name = spec.pop("name", key)
+    if key not in TERMS:
+        close = difflib.get_close_matches(str(key), TERMS, n=1)
+        raise ValueError(f"unknown term {key!r}; registered: {sorted(TERMS)}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    try:
+        inspect.signature(TERMS[key]).bind(None, None, **spec)
+    except TypeError as e:
+        raise ValueError(f"term {key!r}: parameters {sorted(spec)} do not fit "
+                         f"{TERMS[key].__name__}{inspect.signature(TERMS[key])}: {e}") from None
+    return Term(name, weight, TERMS[key], spec)
+
+
+def build_terms(specs, reserved: tuple[str, ...] = ()) -> list[Term]:
+    """`build_term` of each spec; names must be unique and differ from the objective's own."""
+    if isinstance(specs, (dict, Term)):
+        raise ValueError(f"extra_terms takes a list of terms, got one: {specs!r}; wrap it in [...]")
+    terms = [build_term(s) for s in specs]
+    names = [t.name for t in terms]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in reserved})
+    if clash:
+        raise ValueError(f"extra terms: names {clash} repeat or clash with the objective's own "
+                         f"terms {list(reserved)}; give each a distinct 'name'")
+    return terms
+
+
+def _term_losses(terms: list[Term], out, ctx: BatchContext) -> dict[str, torch.Tensor]:
+    """{"loss_<name>": value} of each term, in order (terms that cannot be scored left out)."""
+    result = {}
+    for t in terms:
+        value = t(out, ctx)
+        if value is not None:
+            result[f"loss_{t.name}"] = value
+    return result
+
+
+def _add_weighted(total, terms: list[Term], result: dict[str, torch.Tensor]):
+    """total + weight x value of each term of positive weight."""
+    for t in terms:
+        if t.weight > 0:
+            total = total + t.weight * result[f"loss_{t.name}"]
+    return total
+
+
 @dataclass
 class IdentityObjective:
     """Identity classification (IDE), optionally with batch-hard triplet (li2019 Eq. 8).
 
     sampler="random": shuffled batches of `batch_size`; sampler="pk": P identities x K images.
     `id_weight=0` with `triplet_weight>0` is batch-hard triplet alone (Hermans et al. 2017), for a
-    model without a classifier.
+    model without a classifier. `extra_terms` (see the module docstring) are logged after
+    these, under their own names.
     """
 
     cache: ImageCache
@@ -46,10 +205,13 @@ class IdentityObjective:
     triplet_weight: float = 0.0
     triplet_margin: float | None = 0.3
     id_weight: float = 1.0
+    extra_terms: Sequence[Term | dict] = ()
+    _terms: list[Term] = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.id_weight <= 0 and self.triplet_weight <= 0:
             raise ValueError("IdentityObjective needs id_weight > 0 or triplet_weight > 0")
+        self._terms = build_terms(self.extra_terms, reserved=("id", "triplet"))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         if self.sampler == "random":
@@ -74,6 +236,9 @@ class IdentityObjective:
             loss_tri = losses.batch_hard_triplet(out.feat.float(), pids, self.triplet_margin)
             result["loss_triplet"] = loss_tri
             total = total + self.triplet_weight * loss_tri
+        if self._terms:
+            result.update(_term_losses(self._terms, out, BatchContext(model, images, pids)))
+            total = _add_weighted(total, self._terms, result)
         result["loss"] = total
         return result
 
@@ -93,7 +258,8 @@ class IdentityObjective:
 
 @dataclass
 class TripletObjective:
-    """Anchor / positive / negative triplets drawn at random (the lakshmi tutorial's APN set)."""
+    """Anchor / positive / negative triplets drawn at random (the lakshmi tutorial's APN set);
+    `extra_terms` (see the module docstring) are logged after the triplet loss."""
 
     cache: ImageCache
     augment: BatchAugment = field(default_factory=BatchAugment)
@@ -101,6 +267,11 @@ class TripletObjective:
     margin: float = 1.0
     cross_camera: bool = True
     triplets_per_epoch: int | None = None   # None: every image is an anchor once per epoch
+    extra_terms: Sequence[Term | dict] = ()
+    _terms: list[Term] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._terms = build_terms(self.extra_terms, reserved=("triplet",))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         n = len(self.cache)
@@ -116,11 +287,17 @@ class TripletObjective:
     def step(self, model: nn.Module, batch, gen: torch.Generator, device: torch.device
              ) -> dict[str, torch.Tensor]:
         flat = np.asarray(batch).T.reshape(-1)  # anchors, then positives, then negatives
-        images, _ = _batch(self.cache, flat, self.augment, gen, device)
-        feat = model(images).feat.float()
-        a, p, n = feat.chunk(3)
+        images, pids = _batch(self.cache, flat, self.augment, gen, device)
+        out = model(images)
+        a, p, n = out.feat.float().chunk(3)
         loss = losses.triplet_margin(a, p, n, self.margin)
-        return {"loss_triplet": loss, "loss": loss}
+        result = {"loss_triplet": loss}
+        if self._terms:
+            result.update(_term_losses(self._terms, out,
+                                       BatchContext(model, images, pids, apn=True)))
+            loss = _add_weighted(loss, self._terms, result)
+        result["loss"] = loss
+        return result
 
     def validation_losses(self, model: nn.Module, cache: ImageCache, device: torch.device,
                           seed: int = 0) -> dict[str, float]:
@@ -150,10 +327,13 @@ class SiameseObjective:
     two-way verification loss on the P (anchor, positive) pairs labelled "same" and the P
     (anchor, negative) pairs labelled "different" (the model's verification head, Eqs. 6-7,
     asked for through `model(images, pairs=...)`); L_unif is the
-    uniformity loss on the attention scores extras["score"] (Eq. 8, `losses.uniformity`).
+    uniformity loss on the attention scores extras["score"] (Eq. 8, `losses.uniformity`), the
+    first of the objective's terms: `Term("unif", unif_weight, uniformity_term,
+    {"margin": unif_margin, "form": unif_form})`, followed by `extra_terms` (see the module
+    docstring); they are logged between the verification and the identification losses.
     An epoch draws `anchors_per_epoch` anchors (default: as many as training images), every
     identity once per round. `unif_weight=0` gives Table 5's "+AM" and baseline rows; the
-    uniformity loss is then still reported, computed without gradient.
+    uniformity loss is then still reported, without gradient.
     """
 
     cache: ImageCache
@@ -168,11 +348,16 @@ class SiameseObjective:
     unif_form: str = "text"
     label_smoothing: float = 0.0
     val_triplets: int = 512
+    extra_terms: Sequence[Term | dict] = ()
+    _terms: list[Term] = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.unif_form not in losses.UNIFORMITY_FORMS:
             raise ValueError(f"SiameseObjective: unif_form={self.unif_form!r}; choose from "
                              f"{losses.UNIFORMITY_FORMS}")
+        unif = Term("unif", self.unif_weight, uniformity_term,
+                    {"margin": self.unif_margin, "form": self.unif_form})
+        self._terms = build_terms([unif, *self.extra_terms], reserved=("id", "ver"))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """(P, 3) anchor / positive / negative index arrays, P distinct identities each."""
@@ -193,17 +378,17 @@ class SiameseObjective:
         a = torch.arange(num_triplets, device=device)
         return torch.cat([a, a]), torch.cat([a + num_triplets, a + 2 * num_triplets])
 
-    def _losses(self, out, pids: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        pair_logits = out.extras["pair_logits"].float()
+    def _losses(self, out, ctx: BatchContext) -> dict[str, torch.Tensor]:
+        pair_logits = require_extra(
+            out, ctx, "pair_logits", "verification term",
+            "same/different logits of the (anchor, positive) then (anchor, negative) pairs, "
+            "from model(images, pairs=...)", "Jeong2020").float()
         num = len(pair_logits) // 2
         same = torch.cat([torch.ones(num), torch.zeros(num)]).long().to(pair_logits.device)
         result = {"loss_ver": losses.verification(pair_logits, same),
                   "acc_ver": (pair_logits.argmax(1) == same).float().mean().detach()}
-        scores = out.extras["score"].float()
-        if self.unif_weight <= 0:
-            scores = scores.detach()
-        result["loss_unif"] = losses.uniformity(*scores.chunk(3), margin=self.unif_margin,
-                                                form=self.unif_form)
+        result.update(_term_losses(self._terms, out, ctx))
+        pids = ctx.pids
         if pids is not None:
             result["loss_id"] = losses.cross_entropy(out.logits.float(), pids,
                                                      self.label_smoothing)
@@ -215,33 +400,38 @@ class SiameseObjective:
         flat = np.asarray(batch).T.reshape(-1)  # anchors, then positives, then negatives
         images, pids = _batch(self.cache, flat, self.augment, gen, device)
         out = model(images, pairs=self._pairs(len(flat) // 3, images.device))
-        result = self._losses(out, pids)
+        result = self._losses(out, BatchContext(model, images, pids, apn=True))
         total = self.id_weight * result["loss_id"] + self.ver_weight * result["loss_ver"]
-        if self.unif_weight > 0:
-            total = total + self.unif_weight * result["loss_unif"]
-        result["loss"] = total
+        result["loss"] = _add_weighted(total, self._terms, result)
         return result
 
     def validation_losses(self, model: nn.Module, cache: ImageCache, device: torch.device,
                           seed: int = 0) -> dict[str, float]:
-        """Verification (+ weighted uniformity) loss on up to `val_triplets` fixed triplets of
-        held-out identities (their identity loss cannot be scored)."""
+        """Verification (+ weighted uniformity and extra terms) loss on up to `val_triplets`
+        fixed triplets of held-out identities (their identity loss cannot be scored): "val_ver",
+        "val_<term>" for each term that can be scored without labels, and their weighted sum
+        "val_loss" (a term of weight <= 0 counts 0)."""
         rng = np.random.default_rng(seed)
         n = len(cache)
         anchors = np.sort(rng.choice(n, size=min(n, self.val_triplets), replace=False))
         trip = triplet_indices(cache.pids.cpu().numpy(), cache.camids.cpu().numpy(), rng,
                                anchors=anchors, cross_camera=self.cross_camera)
-        sums, count = {"val_ver": 0.0, "val_unif": 0.0}, 0
+        sums, count = {"val_ver": 0.0}, 0
         for i in range(0, len(trip), 128):
             chunk = trip[i:i + 128]
             idx = torch.as_tensor(chunk.T.reshape(-1))
-            out = model(normalize(cache.images[idx].to(device)),
-                        pairs=self._pairs(len(chunk), device))
-            part = self._losses(out, None)
-            sums["val_ver"] += float(part["loss_ver"]) * len(chunk)
-            sums["val_unif"] += float(part["loss_unif"]) * len(chunk)
+            images = normalize(cache.images[idx].to(device))
+            out = model(images, pairs=self._pairs(len(chunk), device))
+            part = self._losses(out, BatchContext(model, images, None, apn=True))
+            for k, v in part.items():   # loss_ver, then loss_<term> of the terms scored
+                if k.startswith("loss_"):
+                    key = "val_" + k[len("loss_"):]
+                    sums[key] = sums.get(key, 0.0) + float(v) * len(chunk)
             count += len(chunk)
         result = {k: v / count for k, v in sums.items()}
-        result["val_loss"] = (self.ver_weight * result["val_ver"]
-                              + max(self.unif_weight, 0.0) * result["val_unif"])
+        val_loss = self.ver_weight * result["val_ver"]
+        for t in self._terms:
+            if f"val_{t.name}" in result:
+                val_loss = val_loss + max(t.weight, 0.0) * result[f"val_{t.name}"]
+        result["val_loss"] = val_loss
         return result
