@@ -1,4 +1,5 @@
-"""Model size and cost: parameters and floating-point operations of one forward pass.
+"""Model size and cost: parameters and floating-point operations of one forward pass, and the
+time it takes on this machine.
 
 Operations are counted with `torch.utils.flop_counter.FlopCounterMode`, which counts matrix
 products and convolutions (transposed ones included) and counts each multiply-add as 2 FLOPs.
@@ -11,6 +12,7 @@ it with `macs`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -105,3 +107,43 @@ def output_shapes(model: nn.Module, modules: list[str], input_size: tuple[int, i
         for h in hooks:
             h.remove()
     return {m: shapes[m] for m in modules if m in shapes}
+
+
+@torch.no_grad()
+def time_inference(model: nn.Module, input_size: tuple[int, int] = (256, 128), batch: int = 16,
+                   repeats: int = 2, warmup: int = 1, warmup_batch: int = 2,
+                   device: str | torch.device = "cpu", threads: int | None = None) -> float:
+    """Seconds per image of `model(x)` in eval mode, x a random batch of `batch` 3-channel
+    images of `input_size` (height, width) on `device`: `warmup` untimed passes on the first
+    `warmup_batch` images (memory, kernel choice), then `repeats` timed passes of the whole batch
+    (CUDA synchronised before each clock reading); the time over `repeats * batch`. `threads`
+    sets torch's CPU threads for the timing only. The model's device and train/eval mode are
+    restored afterwards."""
+    dev = torch.device(device)
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else None
+    was_training, old_threads = model.training, torch.get_num_threads()
+    net = model.to(dev).eval()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        x = torch.randn(batch, 3, *input_size, device=dev)
+
+        def sync() -> None:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+
+        for _ in range(warmup):
+            net(x[:warmup_batch])
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+        sync()
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+        if home is not None:
+            model.to(home)
+    return elapsed / (repeats * batch)

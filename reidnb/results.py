@@ -2,13 +2,17 @@
 
 A run record is the JSON that `experiments.run_experiment` writes (`runs/<run>/record.json`);
 reference runs worth keeping (e.g. a GPU run) are committed under `results/`. Every number in a
-notebook table comes from here, never typed by hand.
+notebook table comes from here, never typed by hand; so do the settings table of an experiment
+and the sentences that read a seed table (orderings, the best row, the trend over a sweep).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 
 from .io import read_json
@@ -217,3 +221,144 @@ def ordering_verdicts(table: pd.DataFrame, order: list[str], metric: str = "rank
             note = "one seed, no spread"
         out.append(f"{hi} > {lo} ({metric}): {verdict} here ({gap:+.1f} points; {note})")
     return out
+
+
+# The settings most chapters show, by the label they show them under: a dotted path into the
+# Experiment (attributes, then dict keys) or a function of it. `settings_table` takes these labels.
+SETTINGS: dict[str, str | Callable] = {
+    "backbone": "model_kwargs.backbone",
+    "image size": lambda exp: f"{exp.height}x{exp.width}",
+    "epochs": "train.epochs",
+    "optimizer": "train.optimizer",
+    "lr": "train.lr",
+    "seed": "train.seed",
+}
+
+
+def _setting(exp, getter: str | Callable):
+    if callable(getter):
+        return getter(exp)
+    value = exp
+    for part in getter.split("."):
+        if isinstance(value, dict):
+            if part not in value:
+                raise KeyError(f"settings_table: {getter!r}: no key {part!r} (keys: "
+                               f"{sorted(value)})")
+            value = value[part]
+        elif hasattr(value, part):
+            value = getattr(value, part)
+        else:
+            raise KeyError(f"settings_table: {getter!r}: {type(value).__name__} has no {part!r}")
+    return value
+
+
+def settings_table(exp, fields: Iterable[str | tuple[str, str | Callable]] | None = None,
+                   extra: dict | None = None) -> pd.DataFrame:
+    """The settings of an experiment as a one-column table ("value", indexed by "setting"), in
+    the order given. Each field is a label of `SETTINGS` ("backbone", "image size", ...) or a
+    (label, getter) pair, the getter a dotted path into the experiment ("train.lr",
+    "objective_kwargs.batch_size") or a function of it. `extra` rows (label -> value), facts
+    about the chapter rather than the experiment, come last. Default fields: all of `SETTINGS`."""
+    labels, values = [], []
+    for item in (SETTINGS if fields is None else fields):
+        if isinstance(item, str):
+            if item not in SETTINGS:
+                raise KeyError(f"settings_table: no standard setting {item!r}; give "
+                               f"(label, getter) or one of {list(SETTINGS)}")
+            label, getter = item, SETTINGS[item]
+        else:
+            label, getter = item
+        labels.append(label)
+        values.append(_setting(exp, getter))
+    for label, value in (extra or {}).items():
+        labels.append(label)
+        values.append(value)
+    return pd.DataFrame({"setting": labels, "value": values}).set_index("setting")
+
+
+_RANK = re.compile(r"rank-?(\d+)$")
+
+
+def rank_metrics(result, metrics=("rank1", "rank5", "mAP"), protocol: str = "single_query"
+                 ) -> dict[str, float]:
+    """Rank-k and mAP in percent, keyed by the names in `metrics` ("mAP", "rank<k>" or
+    "rank-<k>", kept as written). `result` is a run record (its stored percentages for
+    `protocol`), or what `metrics.evaluate_rank` returns (a (cmc, mAP) pair, fractions) or a dict
+    with "cmc" and "mAP" fractions (`handcrafted.histogram_baseline`): rank-k is 100 * cmc[k - 1]
+    and mAP 100 * mAP. A metric the result lacks raises KeyError."""
+    if isinstance(result, dict) and "metrics" in result:
+        stored = result["metrics"][protocol]
+        out = {}
+        for name in metrics:
+            m = _RANK.match(name)
+            key = f"rank{m.group(1)}" if m else name
+            if key not in stored:
+                raise KeyError(f"rank_metrics: the record of {result.get('run_name', '?')} has "
+                               f"no {key!r} for {protocol} (it has {sorted(stored)})")
+            out[name] = stored[key]
+        return out
+    cmc, mean_ap = (result["cmc"], result["mAP"]) if isinstance(result, dict) else result
+    out = {}
+    for name in metrics:
+        m = _RANK.match(name)
+        if name == "mAP":
+            out[name] = 100 * mean_ap
+        elif m and int(m.group(1)) <= len(cmc):
+            out[name] = 100 * cmc[int(m.group(1)) - 1]
+        else:
+            raise KeyError(f"rank_metrics: cannot read {name!r} from a CMC of {len(cmc)} ranks")
+    return out
+
+
+def metrics_table(results: dict, metrics=("rank1", "rank5", "mAP"),
+                  protocol: str = "single_query") -> pd.DataFrame:
+    """One row per label of `results` (label -> run record or CMC and mAP, see `rank_metrics`),
+    one column per metric, in percent, unrounded."""
+    return pd.DataFrame.from_dict({label: rank_metrics(res, metrics, protocol)
+                                   for label, res in results.items()}, orient="index")
+
+
+def best_row(table: pd.DataFrame, metric: str = "rank1", what: str = "row") -> str | None:
+    """A sentence naming the complete row of a seed table (`seed_table`, `with_claims`) with the
+    highest `metric` and its value, the row the paper ranks highest (its "paper <metric>" column,
+    when there is one with a value) and how many seeds each row has. None when no row is
+    complete. Rule: the largest value wins, the first row on a tie (`idxmax`); no test of
+    whether the gap is larger than the seeds' spread."""
+    done = table[table.status == "complete"]
+    if not len(done):
+        return None
+    best = done[metric].idxmax()
+    shown = f"rank-{metric[4:]}" if _RANK.match(metric) else metric
+    parts = [f"best {what} here: {best} ({shown} {done.loc[best, metric]:.1f})"]
+    paper = f"paper {metric}"
+    if paper in table.columns and table[paper].notna().any():
+        parts.append(f"the paper's best: {table[paper].idxmax()}")
+    seeds = sorted({int(n) for n in done["seeds"]})
+    count = "one seed" if seeds == [1] else (f"{seeds[0]} seeds" if len(seeds) == 1
+                                             else f"{seeds[0]} to {seeds[-1]} seeds")
+    parts.append(f"{count} per {what}")
+    return "; ".join(parts)
+
+
+def gain_trend(table: pd.DataFrame, better: str, base: str, metric: str = "rank-1",
+               knob: str = "p", by: str | None = None, decreasing: str | None = None,
+               note: str | None = None) -> list[str]:
+    """How the gain of column `better` over column `base` moves along a sweep: `table` has one
+    row per value of a knob (its index) and one column per variant, as a seed table's metric
+    unstacked by variant. Two sentences: the gain at each knob value where both ran, then its
+    trend; none (an empty list) with fewer than two such values.
+
+    Rule: the trend is the least-squares slope of the gain against the knob value
+    (`np.polyfit`, degree 1); a negative slope reads "grows" as the knob decreases
+    (`decreasing` says what that means, e.g. "the bag is seen less often"), any other
+    "shrinks". No test against the seeds' spread; `note` (e.g. how many seeds) ends the
+    second sentence."""
+    gain = (table[better] - table[base]).dropna()
+    if len(gain) <= 1:
+        return []
+    trend = np.polyfit(gain.index.to_numpy(float), gain.to_numpy(float), 1)[0]
+    tail = f"slope {trend:+.1f} points per unit of {knob}" + (f"; {note}" if note else "")
+    return [f"{metric} of {better} minus {base}, by {by or knob}: "
+            + ", ".join(f"{knob}={p:g}: {g:+.1f}" for p, g in gain.items()),
+            f"the gain {'grows' if trend < 0 else 'shrinks'} as "
+            f"{decreasing or f'{knob} decreases'} ({tail})"]

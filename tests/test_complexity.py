@@ -66,3 +66,31 @@ def test_output_shapes_of_named_submodules():
     import pytest
     with pytest.raises(KeyError, match="no submodule"):
         output_shapes(net, ["5"], input_size=(8, 6))
+
+
+def test_time_inference_bookkeeping_with_a_sleeping_model():
+    """The arithmetic, not a speed: a forward that sleeps `delay` per call, whatever the batch,
+    takes delay / batch per image; warm-up passes see `warmup_batch` images and are not timed."""
+    import time
+
+    from reidnb.complexity import time_inference
+
+    delay, calls = 0.05, []
+
+    class Sleepy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            calls.append((tuple(x.shape), self.training, torch.get_num_threads()))
+            time.sleep(delay)
+            return x.mean() + self.w
+
+    model, threads = Sleepy().train(), torch.get_num_threads()
+    per_image = time_inference(model, (4, 2), batch=4, repeats=3, warmup=2, threads=1)
+    # 3 timed calls of `delay` over 3 x 4 images; the two warm-up sleeps are not counted
+    assert delay / 4 <= per_image < 3 * delay / 4
+    assert [c[0] for c in calls] == [(2, 3, 4, 2)] * 2 + [(4, 3, 4, 2)] * 3
+    assert {c[1] for c in calls} == {False} and {c[2] for c in calls} == {1}
+    assert model.training and torch.get_num_threads() == threads

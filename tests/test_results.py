@@ -108,3 +108,123 @@ def test_seed_values_one_row_per_complete_run(tmp_path):
         {"label": "base", "seed": 0, "rank1": 50.0, "mAP": 25.0},
         {"label": "base", "seed": 1, "rank1": 54.0, "mAP": 27.0}]
     assert seed_values({"missing": [exp("c", 0)]}, tmp_path).empty
+
+
+def test_settings_table_standard_labels_paths_functions_and_extra_rows():
+    from reidnb.experiments import Experiment
+    from reidnb.results import settings_table
+    from reidnb.train.engine import TrainConfig
+
+    exp = Experiment(name="x", height=128, width=64, train=TrainConfig(epochs=3, lr=0.05),
+                     model_kwargs={"backbone": "resnet18", "bnneck": True},
+                     objective_kwargs={"batch_size": 32, "triplets_per_epoch": None},
+                     val_fraction=0.2)
+    table = settings_table(exp, ["backbone", "image size", "epochs", "lr",
+                                 ("batch", "objective_kwargs.batch_size"),
+                                 ("BN neck", "model_kwargs.bnneck"),
+                                 ("triplets", lambda e: e.objective_kwargs["triplets_per_epoch"]
+                                  or "all images"),
+                                 ("validation", lambda e: f"{e.val_fraction:.0%}")],
+                           extra={"runs": 9})
+    assert table.index.name == "setting" and list(table.columns) == ["value"]
+    assert table["value"].to_dict() == {"backbone": "resnet18", "image size": "128x64",
+                                        "epochs": 3, "lr": 0.05, "batch": 32, "BN neck": True,
+                                        "triplets": "all images", "validation": "20%",
+                                        "runs": 9}
+    assert list(table.index)[-1] == "runs"
+    assert list(settings_table(exp).index) == ["backbone", "image size", "epochs", "optimizer",
+                                               "lr", "seed"]
+    with pytest.raises(KeyError, match="no key 'margin'"):
+        settings_table(exp, [("margin", "objective_kwargs.margin")])
+    with pytest.raises(KeyError, match="no standard setting"):
+        settings_table(exp, ["margin"])
+
+
+def test_rank_metrics_from_a_record_a_cmc_pair_and_a_histogram_result():
+    import numpy as np
+
+    from reidnb.results import metrics_table, rank_metrics
+
+    cmc = np.array([0.25, 0.5, 0.5, 0.75, 0.8, 0.9, 0.9, 0.9, 0.9, 1.0])
+    assert rank_metrics((cmc, 0.4), ("rank1", "rank5", "rank10", "mAP")) == {
+        "rank1": 25.0, "rank5": 80.0, "rank10": 100.0, "mAP": 40.0}
+    # "rank-k" reads the same rank and keeps its name as the key
+    assert rank_metrics({"cmc": cmc, "mAP": 0.4}, ("rank-5", "mAP")) == {"rank-5": 80.0,
+                                                                         "mAP": 40.0}
+    rec = _record("ide", 0, 50.0, 30.0)
+    rec["metrics"]["single_query"]["rank5"] = 70.0
+    rec["metrics"]["multi_query"] = {"rank1": 60.0, "rank5": 80.0, "mAP": 45.0}
+    assert rank_metrics(rec) == {"rank1": 50.0, "rank5": 70.0, "mAP": 30.0}   # as stored
+    assert rank_metrics(rec, ("rank-1",), protocol="multi_query") == {"rank-1": 60.0}
+    with pytest.raises(KeyError, match="no 'rank10'"):
+        rank_metrics(rec, ("rank10",))
+    with pytest.raises(KeyError, match="rank20"):
+        rank_metrics((cmc, 0.4), ("rank20",))
+    table = metrics_table({"hist": (cmc, 0.4), "cnn": rec})
+    assert list(table.index) == ["hist", "cnn"] and list(table.columns) == ["rank1", "rank5",
+                                                                            "mAP"]
+    assert table.loc["hist", "rank5"] == 80.0 and table.loc["cnn", "mAP"] == 30.0
+
+
+def _seed_rows(rows):
+    """A hand-made seed table: (label, seeds, rank1, rank1 ±, paper rank1)."""
+    return pd.DataFrame([{"label": label, "seeds": n, "rank1": r1 if n else None,
+                          "rank1 ±": sd if n else None,
+                          "status": "complete" if n else "not run", "paper rank1": paper}
+                         for label, n, r1, sd, paper in rows]).set_index("label")
+
+
+def test_ordering_verdicts_each_wording():
+    from reidnb.results import ordering_verdicts
+
+    table = _seed_rows([("a", 3, 50.0, 1.0, None), ("b", 3, 52.0, 1.5, None),
+                        ("c", 3, 53.0, 2.0, None), ("d", 1, 55.0, 0.0, None),
+                        ("e", 1, 54.0, 0.0, None), ("f", 0, None, None, None)])
+    assert ordering_verdicts(table, ["a", "b", "c", "d", "e", "f"]) == [
+        "b > a (rank1): holds here (+2.0 points; larger than the seeds' spread of 1.5)",
+        "c > b (rank1): holds here (+1.0 points; not larger than the seeds' spread of 2.0)",
+        "d > c (rank1): holds here (+2.0 points; one seed, no spread)",
+        "e > d (rank1): does not hold here (-1.0 points; one seed, no spread)",
+        "f > e (rank1): not run in this profile"]
+    # a gap of exactly zero does not hold, and a reversal larger than the spread says so
+    tied = _seed_rows([("a", 2, 50.0, 0.5, None), ("b", 2, 50.0, 0.5, None),
+                       ("c", 2, 48.0, 0.5, None)])
+    assert ordering_verdicts(tied, ["a", "b", "c"]) == [
+        "b > a (rank1): does not hold here (+0.0 points; not larger than the seeds' spread "
+        "of 0.5)",
+        "c > b (rank1): does not hold here (-2.0 points; larger than the seeds' spread of 0.5)"]
+
+
+def test_best_row_names_the_best_complete_row_and_the_papers():
+    from reidnb.results import best_row
+
+    table = _seed_rows([("@layer2", 1, 4.76, 0.0, 90.7), ("@layer3", 1, 11.11, 0.0, 91.3),
+                        ("@layer4", 0, None, None, 92.0)])
+    assert best_row(table, what="stage") == ("best stage here: @layer3 (rank-1 11.1); the "
+                                             "paper's best: @layer4; one seed per stage")
+    # a tie goes to the first row; several seeds are counted; no paper column, no clause
+    tie = _seed_rows([("x", 3, 20.0, 1.0, None), ("y", 3, 20.0, 1.0, None)])
+    assert best_row(tie) == "best row here: x (rank-1 20.0); 3 seeds per row"
+    mixed = _seed_rows([("x", 2, 20.0, 1.0, None), ("y", 3, 21.0, 1.0, None)])
+    assert best_row(mixed.drop(columns="paper rank1")).endswith("; 2 to 3 seeds per row")
+    assert best_row(_seed_rows([("x", 0, None, None, 90.0)])) is None
+
+
+def test_gain_trend_over_a_sweep():
+    from reidnb.results import gain_trend
+
+    sweep = pd.DataFrame({"baseline": [1.59, 4.76, None], "+AM+UL": [6.35, 11.11, 9.0]},
+                         index=pd.Index([0.2, 0.8, 1.0], name="bag visible p"))
+    # p = 1.0 has no baseline: dropped; gains +4.76 at 0.2 and +6.35 at 0.8, slope +2.65
+    assert gain_trend(sweep, "+AM+UL", "baseline", by="bag visibility",
+                      decreasing="the bag is seen less often",
+                      note="one seed, so read it as a hint") == [
+        "rank-1 of +AM+UL minus baseline, by bag visibility: p=0.2: +4.8, p=0.8: +6.3",
+        "the gain shrinks as the bag is seen less often (slope +2.6 points per unit of p; one "
+        "seed, so read it as a hint)"]
+    falling = pd.DataFrame({"a": [0.0, 0.0, 0.0], "b": [6.0, 4.0, 2.0]}, index=[0.0, 0.5, 1.0])
+    assert gain_trend(falling, "b", "a", metric="mAP")[1] == (
+        "the gain grows as p decreases (slope -4.0 points per unit of p)")
+    rising = pd.DataFrame({"a": [1.0, 2.0], "b": [1.0, 3.0]}, index=[0.0, 1.0])
+    assert gain_trend(rising, "b", "a")[1].startswith("the gain shrinks as p decreases")
+    assert gain_trend(sweep.iloc[:1], "+AM+UL", "baseline") == []
