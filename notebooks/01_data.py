@@ -51,6 +51,7 @@ from reidnb.data.synthetic import SynthKnobs, render_examples, sweep_knob
 from reidnb.experiments import dataset_root, run_experiment
 from reidnb.handcrafted import histogram_baseline
 from reidnb.papers.ide import ide_experiment
+from reidnb.results import metrics_table
 
 reidnb.book.notebook.setup(profile)
 exp = ide_experiment(profile, dataset, seed=seed)
@@ -141,12 +142,10 @@ hist = histogram_baseline(ds)
 cnn = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=False)
 
 # %%
-cmp = pd.DataFrame({
-    "HSV stripe histograms": {"rank1": 100 * hist["cmc"][0], "rank5": 100 * hist["cmc"][4],
-                              "mAP": 100 * hist["mAP"]},
-    f"IDE CNN ({cnn['config']['model_kwargs']['backbone']}, {profile})":
-        {k: cnn["metrics"]["single_query"][k] for k in ("rank1", "rank5", "mAP")},
-}).T.round(1)
+cmp = metrics_table({
+    "HSV stripe histograms": hist,
+    f"IDE CNN ({cnn['config']['model_kwargs']['backbone']}, {profile})": cnn,
+}, ("rank1", "rank5", "mAP")).round(1)
 cmp
 
 # %%

@@ -46,16 +46,15 @@ from reidnb.claims import load_claims
 from reidnb.experiments import load_run, run_experiment
 from reidnb.metrics import evaluate_rank
 from reidnb.papers.ide import ide_experiment
-from reidnb.results import claims_vs_runs, eval_speed_table, load_records
+from reidnb.results import (claims_vs_runs, eval_speed_table, load_records, metrics_table,
+                            settings_table)
 
 reidnb.book.notebook.setup(profile)
 exp = ide_experiment(profile, dataset, seed=seed)
-pd.DataFrame({"setting": ["backbone", "image size", "epochs", "lr", "batch", "BN neck",
-                          "last stride", "random erasing p"],
-              "value": [exp.model_kwargs["backbone"], f"{exp.height}x{exp.width}", exp.train.epochs,
-                        exp.train.lr, exp.objective_kwargs["batch_size"],
-                        exp.model_kwargs["bnneck"], exp.model_kwargs["last_stride"],
-                        exp.augment.get("erasing_p", 0)]}).set_index("setting")
+settings_table(exp, ["backbone", "image size", "epochs", "lr",
+                     ("batch", "objective_kwargs.batch_size"), ("BN neck", "model_kwargs.bnneck"),
+                     ("last stride", "model_kwargs.last_stride"),
+                     ("random erasing p", lambda e: e.augment.get("erasing_p", 0))])
 
 # %% [markdown]
 # Two choices differ from the 2016 recipe in the CPU profiles, and both are one argument of
@@ -120,12 +119,9 @@ print("CMC:", toy[0], " AP:", round(toy[1], 4), "= (1/2 + 2/4) / 2")
 run = load_run(exp, data_root=data_root, runs_dir=runs_dir, device=device)
 q, g = run.caches["query"], run.caches["gallery"]
 args = (run.distmat, q.pids.numpy(), g.pids.numpy(), q.camids.numpy(), g.camids.numpy())
-rows = {}
-for ap in ("standard", "trapezoid"):
-    cmc, mAP = evaluate_rank(*args, max_rank=min(50, len(g)), ap=ap)
-    rows[f"ap={ap}"] = {"rank1": 100 * cmc[0], "rank5": 100 * cmc[4], "rank10": 100 * cmc[9],
-                        "mAP": 100 * mAP}
-ap_table = pd.DataFrame(rows).T.round(2)
+rows = {f"ap={ap}": evaluate_rank(*args, max_rank=min(50, len(g)), ap=ap)
+        for ap in ("standard", "trapezoid")}
+ap_table = metrics_table(rows, ("rank1", "rank5", "rank10", "mAP")).round(2)
 ap_table
 
 # %%

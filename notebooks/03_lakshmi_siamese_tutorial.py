@@ -56,20 +56,17 @@ from reidnb.papers.lakshmi import lakshmi_experiments
 from reidnb.metrics import evaluate_rank
 from reidnb.models import EmbeddingNet
 from reidnb.book.notebook import show_source
-from reidnb.results import compare_runs
+from reidnb.results import compare_runs, metrics_table, settings_table
 
 reidnb.book.notebook.setup(profile)
 exps = lakshmi_experiments(profile, dataset, seed=seed, margin=margin)
 exp = exps["random_triplet"]
-pd.DataFrame({
-    "setting": ["backbone", "embedding size", "image size", "epochs", "triplets per epoch",
-                "batch (triplets)", "margin", "optimizer", "lr", "validation identities"],
-    "value": [exp.model_kwargs["backbone"], exp.model_kwargs["embed_dim"],
-              f"{exp.height}x{exp.width}", exp.train.epochs,
-              exp.objective_kwargs["triplets_per_epoch"] or "all images",
-              exp.objective_kwargs["batch_size"], exp.objective_kwargs["margin"],
-              exp.train.optimizer, exp.train.lr, f"{exp.val_fraction:.0%}"],
-}).set_index("setting")
+settings_table(exp, [
+    "backbone", ("embedding size", "model_kwargs.embed_dim"), "image size", "epochs",
+    ("triplets per epoch", lambda e: e.objective_kwargs["triplets_per_epoch"] or "all images"),
+    ("batch (triplets)", "objective_kwargs.batch_size"), ("margin", "objective_kwargs.margin"),
+    "optimizer", "lr", ("validation identities", lambda e: f"{e.val_fraction:.0%}"),
+])
 
 # %% [markdown]
 # The tutorial leaves several settings open (optimizer, embedding size, margin, how long to
@@ -199,9 +196,8 @@ viz.loss_curves(record["history"], keys=["loss", "val_loss"])
 run = load_run(exp, data_root=data_root, runs_dir=runs_dir, device=device)
 q, g = run.caches["query"], run.caches["gallery"]
 args = (run.distmat, q.pids.numpy(), g.pids.numpy(), q.camids.numpy(), g.camids.numpy())
-cmc, mAP = evaluate_rank(*args, max_rank=min(20, len(g)))
-pd.DataFrame({"rank-1": [100 * cmc[0]], "rank-5": [100 * cmc[4]], "rank-10": [100 * cmc[9]],
-              "mAP": [100 * mAP]}, index=["random triplets (best epoch)"]).round(2)
+metrics_table({"random triplets (best epoch)": evaluate_rank(*args, max_rank=min(20, len(g)))},
+              ("rank-1", "rank-5", "rank-10", "mAP")).round(2)
 
 # %%
 viz.retrieval_grid(q.paths, g.paths, run.distmat, *args[1:], topk=8,

@@ -41,8 +41,6 @@ seed = 0
 runs_dir = "runs"
 
 # %%
-import time
-
 import numpy as np
 import pandas as pd
 import torch
@@ -51,7 +49,7 @@ import reidnb.book.notebook
 from reidnb import cam, losses, viz
 from reidnb.book import widgets
 from reidnb.claims import claim
-from reidnb.complexity import count_flops, output_shapes
+from reidnb.complexity import count_flops, output_shapes, time_inference
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
 from reidnb.experiments import initial_model, load_data, load_trained, run_all, run_experiment
@@ -60,27 +58,25 @@ from reidnb.papers.jeong2020 import (JEONG2020_PLAN, jeong2020_bag_runs, jeong20
 from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
 from reidnb.models.jeong2020 import Jeong2020, score_distances
 from reidnb.book.notebook import show_source
-from reidnb.results import ordering_verdicts, seed_table, seed_values, with_claims
+from reidnb.results import (best_row, gain_trend, ordering_verdicts, seed_table, seed_values,
+                            settings_table, with_claims)
 
 reidnb.book.notebook.setup(profile)
 plan = jeong2020_plan(profile, dataset)
 first = JEONG2020_PLAN[profile]["seeds"][0]
 full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)
-pd.DataFrame({
-    "setting": ["backbone", "trunk initialised from", "image size", "attention after",
-                "encoder padding", "epochs",
-                "anchors per epoch", "P (anchors per batch)", "lr", "uniformity margin / form",
-                "seeds for Table 5", "runs in this chapter"],
-    "value": [full.model_kwargs["backbone"],
-              f"run {full.trunk_from}" if full.trunk_from else "ImageNet (if cached)",
-              f"{full.height}x{full.width}",
-              full.model_kwargs["stage"], full.model_kwargs["encoder_padding"], full.train.epochs,
-              full.objective_kwargs["anchors_per_epoch"] or "every image",
-              full.objective_kwargs["num_identities"], full.train.lr,
-              f"{full.objective_kwargs['unif_margin']} / {full.objective_kwargs['unif_form']}",
-              len(JEONG2020_PLAN[profile]["seeds"]),
-              len({e.run_name for group in plan.values() for e in group})],
-}).set_index("setting")
+settings_table(full, [
+    "backbone",
+    ("trunk initialised from",
+     lambda e: f"run {e.trunk_from}" if e.trunk_from else "ImageNet (if cached)"),
+    "image size", ("attention after", "model_kwargs.stage"),
+    ("encoder padding", "model_kwargs.encoder_padding"), "epochs",
+    ("anchors per epoch", lambda e: e.objective_kwargs["anchors_per_epoch"] or "every image"),
+    ("P (anchors per batch)", "objective_kwargs.num_identities"), "lr",
+    ("uniformity margin / form",
+     lambda e: f"{e.objective_kwargs['unif_margin']} / {e.objective_kwargs['unif_form']}"),
+], extra={"seeds for Table 5": len(JEONG2020_PLAN[profile]["seeds"]),
+          "runs in this chapter": len({e.run_name for group in plan.values() for e in group})})
 
 # %% [markdown]
 # ## 1. The architecture, one module at a time (Table 1)
@@ -176,23 +172,10 @@ pd.DataFrame({
 # Inference time on this machine (the paper: 0.02 s per image on a GTX 1080Ti), batch of 16:
 
 # %% tags=["nbval-ignore-output"]
-dev = torch.device(device)
-net = paper_net.to(dev).eval()
-x = torch.randn(16, 3, 256, 128, device=dev)
-with torch.no_grad():
-    net(x[:2])
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(2):
-        net(x)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-per_image = (time.perf_counter() - t0) / (2 * len(x))
+per_image = time_inference(paper_net, (256, 128), batch=16, repeats=2, device=device)
 print(f"{per_image * 1000:.1f} ms per image at 256x128 on {device} "
       f"({torch.get_num_threads()} CPU threads); paper: "
       f"{claim('jeong2020', 'sec4.2', 'none', 'none', 'ResNet-50 +AM+UL', 'time_s') * 1000:.0f} ms")
-paper_net = paper_net.cpu()
 
 # %% [markdown]
 # A GPU runs this network one to two orders of magnitude faster than two CPU cores, so the
@@ -372,12 +355,9 @@ table6.insert(0, "backbone here", [exps[0].model_kwargs["backbone"]
 table6
 
 # %%
-done6 = table6[table6.status == "complete"]
-if len(done6):
-    best = done6["rank1"].idxmax()
-    claimed = table6["paper rank1"].idxmax()
-    print(f"best stage here: {best} (rank-1 {done6.loc[best, 'rank1']:.1f}); "
-          f"the paper's best: {claimed}; one seed per stage")
+verdict = best_row(table6, "rank1", what="stage")
+if verdict:
+    print(verdict)
 
 # %% [markdown]
 # ## 7. An experiment the paper could not run: how visible is the bag?
@@ -416,13 +396,10 @@ viz.metric_sweep(sweep_rank1, "probability that a carried bag is visible", "rank
                  f"SynthReID, seed {first}, one run per point")
 
 # %%
-gain = (sweep_rank1["+AM+UL"] - sweep_rank1["baseline"]).dropna()
-if len(gain) > 1:
-    print("rank-1 of +AM+UL minus baseline, by bag visibility:",
-          ", ".join(f"p={p:g}: {g:+.1f}" for p, g in gain.items()))
-    trend = np.polyfit(gain.index.to_numpy(float), gain.to_numpy(float), 1)[0]
-    print(f"the gain {'grows' if trend < 0 else 'shrinks'} as the bag is seen less often "
-          f"(slope {trend:+.1f} points per unit of p; one seed, so read it as a hint)")
+for line in gain_trend(sweep_rank1, "+AM+UL", "baseline", "rank-1", knob="p",
+                       by="bag visibility", decreasing="the bag is seen less often",
+                       note="one seed, so read it as a hint"):
+    print(line)
 
 # %% [markdown]
 # ## 8. Figure 5 — activation maps of the three variants
