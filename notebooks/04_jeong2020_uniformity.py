@@ -55,8 +55,8 @@ from reidnb.data.transforms import normalize
 from reidnb.experiments import initial_model, load_data, load_trained, run_all, run_experiment
 from reidnb.papers.jeong2020 import (JEONG2020_PLAN, jeong2020_bag_runs, jeong2020_experiment,
                                      jeong2020_plan)
-from reidnb.models.attention import ChannelAttention, EncoderDecoderAttention, UniformityAttention
-from reidnb.models.jeong2020 import Jeong2020, score_distances
+from reidnb.models.jeong2020 import (ChannelAttention, EncoderDecoderAttention, Jeong2020,
+                                     UniformityAttention, score_distances)
 from reidnb.book.notebook import show_source
 from reidnb.results import (best_row, gain_trend, ordering_verdicts, seed_table, seed_values,
                             settings_table, with_claims)
@@ -440,9 +440,9 @@ widgets.FigureBrowser(len(q), maps_for, description="query")
 
 # %% [markdown]
 # ## Summary
-# - The module, the score and both forms of Eq. 8 are in `reidnb.models.attention`,
-#   `reidnb.models.jeong2020` and `reidnb.losses.uniformity`; the shapes match Table 1, and the
-#   size and cost match Sec. 4.2 once "FLOPs" is read as multiply-adds.
+# - The module and the score are in `reidnb.models.jeong2020`, both forms of Eq. 8 in
+#   `reidnb.losses.uniformity`, the runs in `reidnb.papers.jeong2020`; the shapes match
+#   Table 1, and the size and cost match Sec. 4.2 once "FLOPs" is read as multiply-adds.
 # - Eq. 8 as printed has its two distances swapped; the text's intent is the default here.
 # - The tables above are measured on SynthReID with a small CPU budget; the sentences under
 #   them say, from the run records, whether each claimed ordering holds here, and with how many

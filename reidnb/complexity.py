@@ -71,15 +71,18 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (256, 128), chan
 
 
 def _by_child(counts: dict[str, dict], top: str) -> dict[str, int]:
-    """FLOPs per direct child of the model. A child whose own forward is never called (a trunk
-    whose stages are run one by one) is the sum of its shallowest recorded descendants."""
+    """FLOPs per direct child of the model: the sum of the child's own submodules where it has
+    recorded ones (so an attention block that a trunk runs between its stages counts once, as
+    the block, not again inside the trunk), else the child as a whole. Assumes a child with
+    submodules does no counted operation outside them (true of trunks and heads here)."""
     groups: dict[str, dict[int, int]] = {}
     for name, ops in counts.items():
         parts = name.split(".")
         if len(parts) >= 2 and parts[0] == top:
             depth = groups.setdefault(parts[1], {})
             depth[len(parts)] = depth.get(len(parts), 0) + int(sum(ops.values()))
-    return {child: depth[min(depth)] for child, depth in groups.items()}
+    return {child: depth[3] if 3 in depth else depth[min(depth)]
+            for child, depth in groups.items()}
 
 
 @torch.no_grad()
