@@ -223,9 +223,9 @@ pd.DataFrame(rows).T.round(3)
 # fast each variant starts learning rather than what the module adds. The CPU profiles
 # therefore initialise the trunk of every variant from chapter 1's IDE run (ResNet-18 trained
 # on SynthReID's training identities) and fine-tune with the paper's learning rate, 0.04; the
-# module, the score head and the heads start from random weights, as in the paper. This trunk has seen the training
-# identities, which ImageNet has not: the baseline starts closer to its end point than the
-# paper's does. `trunk="imagenet"` in `jeong2020_experiment` restores the paper's setting.
+# module, the score head and the heads start from random weights, as in the paper. This trunk
+# has seen the training identities, which ImageNet has not: the baseline starts closer to its
+# end point than the paper's does. `trunk="imagenet"` in `jeong2020_experiment` restores the paper's setting.
 
 # %% tags=["nbval-ignore-output"]
 run_all(plan["trunk"], data_root, runs_dir, device);  # chapter 1's run: cached, not retrained
@@ -289,7 +289,8 @@ viz.seed_spread(seed_values(groups, runs_dir),
 
 # %% [markdown]
 # The reproduced columns are means over seeds (± the population standard deviation) on
-# **SynthReID**, with a ResNet-18 from random weights in the CPU profiles; the paper's columns are
+# **SynthReID**, with a ResNet-18 whose trunk starts from chapter 1's IDE run in the CPU
+# profiles (section 4); the paper's columns are
 # Market-1501 with an ImageNet ResNet-50. Compare orderings, not values. The figure shows the
 # runs behind each mean: a seed keeps its colour across the variants, so a gap that every seed
 # shows reads differently from one that a single seed carries. The claimed ordering,
