@@ -3,7 +3,7 @@
   reidnb data generate synthreid OUT [--size smoke|default] [--seed 0]
   reidnb data verify NAME PATH
   reidnb run NAME [--profile synthetic]   NAME: any registered experiment, e.g. ide
-      [--dataset synthreid] [--data-root data] [--device auto]
+      [--dataset synthreid] [--data-root data] [--device auto] [--force] [--wait]
   torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
   reidnb book [--profile synthetic] [--data-root data] [--out build]
   reidnb numerics describe              this process's numeric path (what a run record keeps)
@@ -38,17 +38,53 @@ def _verify(args) -> int:
 
 def _run(args) -> int:
     from . import experiments, papers
-    exp = papers.experiment(args.experiment, args.profile, args.dataset, args.seed)
-    for first in papers.prerequisites(exp):  # e.g. the IDE run whose trunk jeong2020 starts from
-        rec = experiments.run_experiment(first, args.data_root, args.runs_dir, args.device)
-        print(f"{rec['run_name']} (prerequisite): {rec['metrics']}")
-    record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
-                                        force=args.force)
     from .train import distributed
-    if distributed.is_main():  # under torchrun, once
-        print(f"{record['run_name']}: {record['metrics']}")
-    distributed.shutdown()
+    exp = papers.experiment(args.experiment, args.profile, args.dataset, args.seed)
+    command = _command(args, args.experiment, args.seed)
+    try:
+        for first in papers.prerequisites(exp):  # e.g. the IDE run jeong2020's trunk comes from
+            command = _command(args, _registered_name(papers, first), 0)
+            rec = experiments.run_experiment(first, args.data_root, args.runs_dir, args.device,
+                                             wait=args.wait)
+            print(f"{rec['run_name']} (prerequisite): {rec['metrics']}")
+        command = _command(args, args.experiment, args.seed)
+        record = experiments.run_experiment(exp, args.data_root, args.runs_dir, args.device,
+                                            force=args.force, wait=args.wait)
+        if distributed.is_main():  # under torchrun, once
+            print(f"{record['run_name']}: {record['metrics']}")
+    except KeyboardInterrupt:
+        print(f"interrupted: the checkpoint of the last finished epoch is kept; rerun `{command}` "
+              "to resume from it", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:
+        # the messages name the run folder and what to do; `reidnb run NAME` is the failed run's
+        text = str(err).replace(" (run_experiment(..., force=True))", "")
+        print(f"error: {text.replace('reidnb run NAME', command)}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
     return 0
+
+
+def _registered_name(papers, exp) -> str:
+    """The registry name that makes `exp` (a prerequisite run), else its own name."""
+    for name, make in papers.EXPERIMENTS.items():
+        if make(exp.profile, exp.dataset, 0).run_name == exp.run_name:
+            return name
+    return exp.name
+
+
+def _command(args, name: str, seed: int) -> str:
+    """The `reidnb run` command line that makes this run (for messages)."""
+    parts = ["reidnb run", name, "--profile", args.profile]
+    if args.dataset:
+        parts += ["--dataset", args.dataset]
+    if seed:
+        parts += ["--seed", str(seed)]
+    for flag, default in (("data_root", "data"), ("runs_dir", "runs"), ("device", "auto")):
+        if getattr(args, flag) != default:
+            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return " ".join(parts)
 
 
 def _book(args) -> int:
@@ -117,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--device", default="auto")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--force", action="store_true", help="retrain even if a record exists")
+    r.add_argument("--force", action="store_true",
+                   help="retrain from scratch even if a record or checkpoint exists (the old run "
+                   "folder's files are kept in RUN.replaced/ until the new run has finished)")
+    r.add_argument("--wait", action="store_true",
+                   help="if another process is training the same run, wait for it (and reuse "
+                   "its record) instead of stopping")
     r.set_defaults(func=_run)
 
     b = sub.add_parser("book", help="generate data, execute every notebook, render the HTML book")
