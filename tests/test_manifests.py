@@ -220,6 +220,38 @@ def test_verify_unreadable_image_named(tmp_path):
     assert verify("market1501", tmp_path, manifest=m, check_images=False).ok
 
 
+def test_verify_names_a_png_saved_as_jpg(tmp_path):
+    from PIL import Image
+
+    ds = make_market(tmp_path)
+    m = make_manifest("market1501", tmp_path)
+    png = ds / "query" / "0003_c2s1_000301_00.jpg"
+    Image.new("RGB", (4, 8), (1, 2, 3)).save(png, format="PNG")
+    report = verify("market1501", tmp_path, manifest=m)
+    assert not report.ok
+    assert report.differences == [f"query: {png}: PNG data in a .jpg file (expected JPEG): "
+                                   "converted or renamed, not the data set's original; copy the "
+                                   "original file"]
+
+
+def test_verify_lists_unusable_images_before_count_differences(tmp_path):
+    ds = make_market(tmp_path)
+    m = make_manifest("market1501", tmp_path)
+    m["splits"]["gallery"]["images"] = 5
+    m["splits"]["train"]["ids"] = 9
+    bad = write_corrupt_image(ds / "bounding_box_test" / "0001_c2s1_000351_01.jpg")
+    report = verify("market1501", tmp_path, manifest=m)
+    assert report.image_problems == [report.differences[0]]
+    assert report.differences[0].startswith(f"gallery: {bad}: unreadable image")
+    assert report.differences[1:] == ["train: ids: expected 9, found 3",
+                                      "gallery: images: expected 5, found 4"]
+    text = str(report)
+    section = text.index("IMAGES THAT CANNOT BE USED (1 file;")
+    assert section < text.index(str(bad)) < text.index("split    check") < text.index("FAILED")
+    assert text.count(str(bad)) == 1  # listed once, in its own section
+    assert "FAILED: 3 difference(s)" in text
+
+
 def test_verify_sample_limits_images_checked(tmp_path):
     make_market(tmp_path)
     m = make_manifest("market1501", tmp_path)

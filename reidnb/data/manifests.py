@@ -149,15 +149,25 @@ def filelist_hash(root: str | Path, split: str, *, name: str | None = None) -> s
     return _hash_paths([f"{spec.splits[split]}/{p.name}" for p in split_files(sub)])
 
 
+#: the image format each file extension promises (what the data sets ship)
+EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
 def image_problem(path: Path) -> str | None:
-    """None if PIL can verify and fully decode `path`, else a message naming the file."""
+    """None if PIL can verify and fully decode `path` and its content is the format its
+    extension promises (JPEG for `.jpg`), else a message naming the file."""
     try:
         with Image.open(path) as im:
             im.verify()
         with Image.open(path) as im:  # verify() leaves the file unusable; decode a fresh one
             im.load()
+            found = im.format
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...)
         return f"{path}: unreadable image ({type(err).__name__}: {err})"
+    expected = EXPECTED_FORMAT.get(Path(path).suffix.lower())
+    if expected and found != expected:
+        return (f"{path}: {found} data in a {Path(path).suffix} file (expected {expected}): "
+                f"converted or renamed, not the data set's original; copy the original file")
     return None
 
 
@@ -176,13 +186,19 @@ class SplitCheck:
 
 @dataclass
 class VerifyReport:
-    """Outcome of `verify`: per-split numbers, every difference found, and `ok`."""
+    """Outcome of `verify`: per-split numbers, every difference found, and `ok`.
+
+    `differences` lists the images that cannot be read (or are not the format their name says)
+    first, then names, layout and counts; `image_problems` holds the former alone, and the
+    printed report shows them in their own section before the table.
+    """
 
     name: str
     root: str
     manifest_source: str
     splits: list[SplitCheck] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    image_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -195,6 +211,10 @@ class VerifyReport:
 
     def __str__(self) -> str:
         lines = [f"verify {self.name}: {self.root}", f"manifest: {self.manifest_source}"]
+        if self.image_problems:
+            lines.append(f"IMAGES THAT CANNOT BE USED ({self.images_unreadable()}; each listed "
+                         "file must be replaced by the original):")
+            lines.extend(f"  - {d}" for d in self.image_problems)
         if self.splits:
             lines.append(f"{'split':8s} {'check':9s} {'expected':>16s} {'found':>16s}  status")
             for sc in self.splits:
@@ -216,8 +236,14 @@ class VerifyReport:
             lines.append("OK: every check passed")
         else:
             lines.append(f"FAILED: {len(self.differences)} difference(s)")
-            lines.extend(f"  - {d}" for d in self.differences)
+            if self.image_problems:
+                lines.append(f"  - the {len(self.image_problems)} image problem line(s) above")
+            lines.extend(f"  - {d}" for d in self.differences if d not in self.image_problems)
         return "\n".join(lines)
+
+    def images_unreadable(self) -> str:
+        total = sum(sc.images_unreadable for sc in self.splits)
+        return f"{total} file{'s' if total != 1 else ''}"
 
 
 def _cell(value: int | str | None) -> str:
@@ -337,7 +363,7 @@ def verify(
         if check_images and files:
             picked = files if sample is None or sample >= len(files) else rng.sample(files, sample)
             problems = [m for m in map(image_problem, picked) if m is not None]
-            report.differences.extend(f"{split}: {m}" for m in _listed(problems))
+            report.image_problems.extend(f"{split}: {m}" for m in _listed(problems))
             check.images_checked = len(picked)
             check.images_unreadable = len(problems)
         for key in (*COUNT_KEYS, "sha256"):
@@ -346,6 +372,7 @@ def verify(
                 what = "file-list sha256" if key == "sha256" else key
                 report.differences.append(f"{split}: {what}: expected {exp}, found {got}")
         report.splits.append(check)
+    report.differences[:0] = report.image_problems  # what to fix first, before any count
     return report
 
 
