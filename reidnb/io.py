@@ -247,10 +247,16 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
                 return False
-            raise WriteError(self.path, err, "lock") from err
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise WriteError(self.path, err, "lock") from err
+            import warnings  # a file system without locks (some network mounts): go on unlocked
+            warnings.warn(f"{self.path}: this file system cannot lock files ({err.strerror}); "
+                          "nothing stops a second process from training the same run",
+                          stacklevel=3)
         info = {"pid": os.getpid(), "host": platform.node(),
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "command": " ".join(sys.argv)}
@@ -297,7 +303,10 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         except OSError:
             pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except OSError:
+            pass  # unlocked anyway once closed
         os.close(self._fd)
         self._fd = None
 

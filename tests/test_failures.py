@@ -522,3 +522,15 @@ def test_under_torchrun_only_rank_zero_locks_and_every_rank_stops_together(kw, t
         assert r["complete"] == "complete"
     record = json.loads((run_dir_for(_exp(lr=1e3), kw["runs_dir"]) / "record.json").read_text())
     assert record["status"] == "failed" and record["processes"] == 2
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock = RunLock(tmp_path)
+    with pytest.warns(UserWarning, match="cannot lock files"):
+        assert lock.try_acquire()
+    lock.release()

@@ -303,8 +303,8 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
                 "next_epoch": epoch + 1, "history": result.history,
                 "train_config": asdict(cfg), "best": best, "wall_time_s": result.wall_time_s}))
             good_ckpt = (ckpt_path, epoch + 1)
-        if on_epoch_end and is_main:
-            on_epoch_end(epoch + 1, row)
+        if on_epoch_end:  # rank 0 only; a failure (e.g. writing the record) stops every rank
+            on_main(device, lambda: on_epoch_end(epoch + 1, row), "write the run record")
         distributed.barrier()  # the other ranks read best.pt / the checkpoint only once written
     distributed.broadcast_buffers(model)  # every rank ends with rank 0's weights and statistics
     result.best_epoch = best["epoch"]
