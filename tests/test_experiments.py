@@ -1,31 +1,12 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from reidnb.train.engine import TrainConfig
+from tiny_model import TinyNet  # noqa: F401  (registers the model "test_tiny")
+
+from reidnb.experiments import Experiment, load_run, run_dir_for, run_experiment
 from reidnb.papers.ide import ide_experiment
-from reidnb.experiments import (Experiment, load_run, run_dir_for,
-                                run_experiment)
-from reidnb.models import list_models, register_model
-from reidnb.models.heads import BNNeckClassifier, ReIDOutput
-
-
-class TinyNet(nn.Module):
-    def __init__(self, num_classes, **_):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 16, 5, stride=4)
-        self.head = BNNeckClassifier(16, num_classes, bnneck=True)
-        self.weights_init = {"source": "random", "detail": "test"}
-
-    def forward(self, x):
-        f = torch.relu(self.conv(x)).mean((2, 3))
-        logits, fb = self.head(f)
-        return ReIDOutput(logits, f, fb, {})
-
-
-if "test_tiny" not in list_models():
-    register_model("test_tiny", TinyNet)
+from reidnb.train.engine import TrainConfig
 
 
 def _tiny_exp(**kw):

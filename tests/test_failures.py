@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import reidnb.io as rio
 from reidnb import experiments
@@ -29,34 +28,18 @@ from reidnb.data.transforms import BatchAugment
 from reidnb.experiments import (Experiment, PreviousRunFailedError, RunRecordUnreadableError,
                                 aside_dir, run_dir_for, run_experiment)
 from reidnb.io import RunLock, RunLockedError, WriteError, atomic_torch_save, atomic_write_json
-from reidnb.models import list_models, register_model
-from reidnb.models.heads import BNNeckClassifier, ReIDOutput
 from reidnb.train.engine import (CheckpointUnreadableError, NonFiniteLossError,
                                  NonFiniteStateError, TrainConfig, TrainingDivergedError, fit,
                                  load_checkpoint, nonfinite_tensors)
 from reidnb.train.objectives import IdentityObjective
 
 
-class FailNet(nn.Module):
-    def __init__(self, num_classes, **_):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 16, 5, stride=4)
-        self.head = BNNeckClassifier(16, num_classes, bnneck=True)
-        self.weights_init = {"source": "random", "detail": "test"}
-
-    def forward(self, x):
-        f = torch.relu(self.conv(x)).mean((2, 3))
-        logits, fb = self.head(f)
-        return ReIDOutput(logits, f, fb, {})
-
-
-if "test_fail_tiny" not in list_models():
-    register_model("test_fail_tiny", FailNet)
+from tiny_model import TinyNet  # noqa: F401  (registers the model "test_tiny")
 
 
 def _exp(**train) -> Experiment:
     return Experiment(name="failtiny", profile="smoke", synth_size="smoke", height=32, width=16,
-                      model="test_fail_tiny", objective_kwargs={"batch_size": 32},
+                      model="test_tiny", objective_kwargs={"batch_size": 32},
                       train=TrainConfig(**{"epochs": 2, "lr": 0.05, **train}))
 
 
@@ -117,7 +100,7 @@ def test_weights_that_blow_up_without_a_nan_loss_stop_before_the_checkpoint(tmp_
                    num_instances=3)
     torch.manual_seed(0)
     with pytest.raises(NonFiniteStateError) as info:
-        fit(FailNet(4), obj, TrainConfig(epochs=3, lr=0.05), tmp_path, progress=False)
+        fit(TinyNet(4), obj, TrainConfig(epochs=3, lr=0.05), tmp_path, progress=False)
     msg = str(info.value)
     ckpt = tmp_path / "checkpoint.pt"
     assert "after epoch 2 (step 2 of 2)" in msg
@@ -135,7 +118,7 @@ def test_nan_loss_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
                             num_identities=2, num_instances=3)
     torch.manual_seed(0)
     with pytest.raises(NonFiniteLossError) as info:
-        fit(FailNet(12), obj, TrainConfig(epochs=2, lr=1e9), tmp_path, progress=False)
+        fit(TinyNet(12), obj, TrainConfig(epochs=2, lr=1e9), tmp_path, progress=False)
     msg = str(info.value)
     assert "non-finite loss at epoch 1, step " in msg and "lr=1e+09" in msg
     assert "No finite checkpoint exists" in msg
@@ -147,13 +130,13 @@ def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
     cfg = TrainConfig(epochs=2, lr=0.05)
     obj = IdentityObjective(_cache(), BatchAugment(erasing_p=0.0), sampler="pk",
                             num_identities=2, num_instances=3)
-    fit(FailNet(4), obj, TrainConfig(epochs=1, lr=0.05), tmp_path, progress=False)
+    fit(TinyNet(4), obj, TrainConfig(epochs=1, lr=0.05), tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     state["model"]["head.bn.running_var"][:2] = float("nan")
     state["train_config"]["epochs"] = 2
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(NonFiniteStateError, match=r"running_var \(2 nan of 16\).*--force"):
-        fit(FailNet(4), obj, cfg, tmp_path, progress=False)
+        fit(TinyNet(4), obj, cfg, tmp_path, progress=False)
 
 
 # --- fit and run files: damaged checkpoints, full disks, modes ---------------------------------
@@ -162,11 +145,11 @@ def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
 def test_truncated_checkpoint_is_named_with_the_remedy(tmp_path):
     obj = IdentityObjective(_cache(), BatchAugment(erasing_p=0.0), sampler="pk",
                             num_identities=2, num_instances=3)
-    fit(FailNet(4), obj, TrainConfig(epochs=1), tmp_path, progress=False)
+    fit(TinyNet(4), obj, TrainConfig(epochs=1), tmp_path, progress=False)
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(CheckpointUnreadableError) as info:
-        fit(FailNet(4), obj, TrainConfig(epochs=2), tmp_path, progress=False)
+        fit(TinyNet(4), obj, TrainConfig(epochs=2), tmp_path, progress=False)
     assert str(ckpt) in str(info.value) and "--force" in str(info.value)
     assert "PytorchStreamReader" in str(info.value)  # torch's own words, kept as the detail
     with pytest.raises(CheckpointUnreadableError, match="cut short"):
@@ -192,7 +175,7 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkey
                             num_identities=2, num_instances=3)
     monkeypatch.setattr(rio, "_write_file", _full_disk_for("checkpoint.pt", after=1))
     with pytest.raises(WriteError) as info:
-        fit(FailNet(4), obj, TrainConfig(epochs=3), tmp_path, progress=False)
+        fit(TinyNet(4), obj, TrainConfig(epochs=3), tmp_path, progress=False)
     assert info.value.no_space and info.value.errno == errno.ENOSPC
     assert str(info.value).startswith(f"cannot write {tmp_path / 'checkpoint.pt'}: no space left")
     assert load_checkpoint(tmp_path / "checkpoint.pt")["next_epoch"] == 1
