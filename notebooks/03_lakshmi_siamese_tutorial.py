@@ -161,10 +161,10 @@ show_source(objectives.TripletObjective.validation_losses)
 
 # %% [markdown]
 # ## Step 6 — the training loop that keeps the best model
-# `reidnb.train.engine.fit` runs the epochs with a progress bar and writes a resumable checkpoint after
-# each one. Given a validation function it also keeps the weights of the epoch with the lowest
-# validation loss in `best.pt`, written atomically (to a temporary file, then renamed), so an
-# interrupted run never leaves a half-written "best model":
+# `reidnb.train.engine.fit` runs the epochs with a progress bar and writes a resumable
+# checkpoint after each one. Given a validation function it also keeps the weights of the epoch
+# with the lowest validation loss in `best.pt`, written atomically (to a temporary file, then
+# renamed), so an interrupted run never leaves a half-written "best model":
 
 # %%
 show_source(engine.fit, start="if validate is not None:", stop='row["best_epoch"]')
