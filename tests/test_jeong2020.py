@@ -6,7 +6,7 @@ from reidnb import losses
 from reidnb.complexity import count_params
 from reidnb.data.cache import ImageCache
 from reidnb.data.transforms import BatchAugment
-from reidnb.experiments import jeong2020_experiment
+from reidnb.papers.jeong2020 import jeong2020_experiment
 from reidnb.models import build_model
 from reidnb.train.objectives import SiameseObjective
 
