@@ -34,12 +34,17 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=1)
+def _lookup(table: dict, name: str, what: str, listed: str):
+    """`table[name]`; an unknown name is a ValueError listing the names (and the closest one)."""
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}; registered: {list_models()}{hint}")
-    return _MODELS[name](num_classes, **kwargs)
+        raise ValueError(f"unknown {what} {name!r}; {listed}: {sorted(table)}{hint}")
+    return table[name]
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    return _lookup(_MODELS, name, "model", "registered")(num_classes, **kwargs)
 
 
 #: Every attention block by name: each paper module's `ATTENTION_BLOCKS`, a duplicate refused.
@@ -52,11 +57,7 @@ def list_attention() -> list[str]:
 
 def build_attention(name: str, channels: int, **options) -> nn.Module:
     """`ATTENTION_BLOCKS[name](channels, **options)`; an unknown name lists the valid ones."""
-    if name not in ATTENTION_BLOCKS:
-        close = difflib.get_close_matches(name, ATTENTION_BLOCKS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown attention block {name!r}; choose from {list_attention()}{hint}")
-    return ATTENTION_BLOCKS[name](channels, **options)
+    return _lookup(ATTENTION_BLOCKS, name, "attention block", "choose from")(channels, **options)
 
 
 register_model("ide", IDE)
