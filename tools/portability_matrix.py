@@ -83,13 +83,17 @@ def cell_env(cell: dict) -> dict:
 
 
 def workspace(tmp: Path) -> Path:
-    """A project folder with the committed notebooks, the nbval settings and the library (linked),
-    and empty data/ and runs/: what a fresh clone holds before `make test`."""
+    """What a fresh clone holds before `make test`: every tracked file (the chapters read
+    benchmark records and book pages too), the library linked (it is the one installed), and
+    no data/ or runs/."""
     ws = tmp / "project"
-    (ws / "tests").mkdir(parents=True)
-    shutil.copytree(ROOT / "notebooks", ws / "notebooks")
-    shutil.copy(ROOT / "tests" / "nbval_sanitize.cfg", ws / "tests")
-    shutil.copy(ROOT / "conftest.py", ws)
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    for rel in tracked:
+        if rel.startswith("reidnb/") or not (ROOT / rel).is_file():
+            continue
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, ws / rel)
     (ws / "reidnb").symlink_to(ROOT / "reidnb", target_is_directory=True)
     return ws
 
