@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from tiny_model import random_cache
 
 from reidnb import losses
 from reidnb.complexity import count_params
-from reidnb.data.cache import ImageCache
 from reidnb.data.transforms import BatchAugment
 from reidnb.papers.jeong2020 import jeong2020_experiment
 from reidnb.models import build_model
@@ -18,11 +18,7 @@ def _small(**kw):
 
 
 def _cache(n_ids=6, per_id=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    pids = torch.arange(n_ids).repeat_interleave(per_id)
-    imgs = torch.randint(0, 256, (len(pids), 3, 64, 32), generator=g, dtype=torch.uint8)
-    camids = torch.arange(len(pids)) % 2
-    return ImageCache(imgs, pids, camids, [f"img{i}" for i in range(len(pids))])
+    return random_cache(n_ids, per_id, 64, 32, seed)
 
 
 # --- the uniformity loss (Eq. 8) on hand-worked scores --------------------------------------

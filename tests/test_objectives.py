@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_model import random_cache
 from torch import nn
 
-from reidnb.data.cache import ImageCache
 from reidnb.data.transforms import BatchAugment
 from reidnb.models.heads import BNNeckClassifier, ReIDOutput
 from reidnb.train import objectives
@@ -49,11 +49,7 @@ class NoPairs(PairNet):
 
 
 def _cache(n_ids=6, per_id=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    pids = torch.arange(n_ids).repeat_interleave(per_id)
-    imgs = torch.randint(0, 256, (len(pids), 3, 16, 8), generator=g, dtype=torch.uint8)
-    camids = torch.arange(len(pids)) % 2
-    return ImageCache(imgs, pids, camids, [f"img{i}" for i in range(len(pids))])
+    return random_cache(n_ids, per_id, 16, 8, seed)
 
 
 def _aug():

@@ -23,3 +23,15 @@ class TinyNet(nn.Module):
 
 if "test_tiny" not in list_models():
     register_model("test_tiny", TinyNet)
+
+
+def random_cache(n_ids=6, per_id=4, height=16, width=8, seed=0):
+    """An ImageCache of random uint8 images: `per_id` images of each of `n_ids` identities,
+    cameras alternating 0/1."""
+    from reidnb.data.cache import ImageCache
+
+    g = torch.Generator().manual_seed(seed)
+    pids = torch.arange(n_ids).repeat_interleave(per_id)
+    imgs = torch.randint(0, 256, (len(pids), 3, height, width), generator=g, dtype=torch.uint8)
+    camids = torch.arange(len(pids)) % 2
+    return ImageCache(imgs, pids, camids, [f"img{i}" for i in range(len(pids))])
