@@ -17,10 +17,19 @@
 # > Every number the papers print, next to what this book's runs measured.
 #
 # The claims ledger `reidnb/claims.csv` holds each number from the result tables of the papers
-# (one row per printed number: paper, table, data set, protocol, method, metric, value). The
-# "reproduced" column is filled from the run records of this build's profile; a run on SynthReID
-# is labelled as such in "run dataset", because a SynthReID number is not a Market-1501 number.
-# Cells say "not run" where no chapter has run that configuration yet.
+# (one row per printed number: paper, table, data set, protocol, method, metric, value). Beside
+# each, `reidnb.results.claims_vs_runs` puts what this build's runs measured, from the run
+# records of this build's profile (one configuration per run: the current code's):
+#
+# - "reproduced": runs on the claim's own data set (Market-1501, DukeMTMC-reID or a CUHK03-NP
+#   box type), the mean ± sample standard deviation over seeds with their count n, or the value
+#   of a single seed; "not run" where there is none;
+# - "SynthReID (this build)": runs of the same method on the synthetic SynthReID. They are never
+#   counted as reproductions: a SynthReID number is not a Market-1501 number, only the setting
+#   is the paper's.
+#
+# Only the `paper` profile trains on a real data set by default (Market-1501); in the others
+# every run is on SynthReID and "reproduced" reads "not run" throughout.
 
 # %% tags=["parameters"]
 profile = "synthetic"
@@ -32,32 +41,36 @@ runs_dir = "runs"
 # %%
 from pathlib import Path
 
-import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 import reidnb.book.notebook
 from reidnb.claims import load_claims
-from reidnb.results import claims_vs_runs, load_records
+from reidnb.results import claims_coverage, claims_vs_runs, load_records, paper_claims_tables
 
 reidnb.book.notebook.setup(profile)
-pd.set_option("display.max_rows", 400)
 claims = load_claims()
 records = load_records(runs_dir, "results", profile=profile)
 table = claims_vs_runs(claims, records)
-summary = table.groupby("paper").agg(numbers=("value", "size"),
-                                     reproduced=("reproduced", lambda s: int((s != "not run").sum())))
-summary
+claims_coverage(table)
 
 # %% [markdown]
 # ## Per paper
-# Own methods first; rows the papers quote from other work carry "(quoted [N])" with the paper's
-# own reference number.
+# For each paper: its own methods first, one table per printed table, data set and protocol
+# (rows in the order of `reidnb.claims.METHODS`), with "paper" and "this build" side by side
+# wherever a run on that data set exists; then this build's SynthReID values of the linked
+# methods; then, folded, the rows the paper quotes from other work ("(quoted [N])", N being the
+# paper's own reference number). An empty cell is one the paper leaves blank.
 
 # %%
-for paper, part in table.groupby("paper", sort=False):
+for paper in table.paper.unique():
     display(Markdown(f"### {paper}"))
-    display(part.drop(columns=["paper"]).set_index(["table", "dataset", "protocol", "method",
-                                                    "metric"]))
+    parts = paper_claims_tables(table, paper)
+    for part in (p for p in parts if not p.quoted):
+        display(Markdown(f"**{part.caption}**"), part.frame)
+    quoted = [f"<p><b>{p.caption}</b></p>{p.frame.to_html()}" for p in parts if p.quoted]
+    if quoted:
+        display(HTML(f"<details><summary>Quoted from other work ({len(quoted)} tables)</summary>"
+                     + "".join(quoted) + "</details>"))
 
 # %% [markdown]
 # ## Inconsistencies found while transcribing

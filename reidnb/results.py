@@ -4,13 +4,20 @@ A run record is the JSON that `experiments.run_experiment` writes (`runs/<run>/r
 reference runs worth keeping (e.g. a GPU run) are committed under `results/`. Every number in a
 notebook table comes from here, never typed by hand; so do the settings table of an experiment
 and the sentences that read a seed table (orderings, the best row, the trend over a sweep).
+Tables over many records (`summary_table`, `claims_vs_runs`) first keep one configuration per
+run name and data set (`current_records`), so records of older code do not enter a mean.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import warnings
+from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,9 +25,19 @@ import pandas as pd
 from .io import read_json
 
 
+#: The real data sets a claim can name and a run can fill; SynthReID runs never fill them.
+REAL_DATASETS: tuple[str, ...] = ("market1501", "dukemtmcreid", "cuhk03_labeled",
+                                  "cuhk03_detected")
+SYNTHETIC_DATASET = "synthreid"
+#: The `claims_vs_runs` column for this build's SynthReID runs of a claimed method.
+SYNTH_COLUMN = "SynthReID (this build)"
+NOT_RUN = "not run"
+
+
 def load_records(*folders: str | Path, profile: str | None = None,
                  complete_only: bool = True) -> list[dict]:
-    """Every `record.json` under the given folders (default `runs/` and `results/`)."""
+    """Every `record.json` under the given folders (default `runs/` and `results/`), each with
+    its path as "_path". All configurations are returned; `current_records` picks one per run."""
     folders = folders or ("runs", "results")
     records = []
     for folder in folders:
@@ -37,8 +54,88 @@ def load_records(*folders: str | Path, profile: str | None = None,
     return records
 
 
+def config_key(config: dict) -> str:
+    """Hash of a run's configuration (`Experiment.to_dict()`, or a record's "config") without
+    its seed: the runs of one configuration over several seeds share it. Fields at their neutral
+    default are dropped first, as `Experiment.key` does, so records older than an option match."""
+    from .experiments import _NEUTRAL, _NEUTRAL_TRAIN
+
+    d = {k: v for k, v in config.items() if _NEUTRAL.get(k, object()) != v}
+    d["train"] = {k: v for k, v in dict(d.get("train") or {}).items()
+                  if k != "seed" and _NEUTRAL_TRAIN.get(k, object()) != v}
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def _record_time(rec: dict) -> float:
+    """When a record was written: its "finished" (else "started") time, else its file's mtime."""
+    for field in ("finished", "started"):
+        try:
+            return datetime.fromisoformat(rec[field]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            pass
+    try:
+        return os.path.getmtime(rec["_path"])
+    except (KeyError, TypeError, OSError):
+        return float("-inf")
+
+
+def _current_config_keys(name: str, profile: str | None, dataset: str) -> set[str]:
+    """Seedless keys of the configurations this code builds for run `name` (its registered
+    factory and every paper's plan); empty when the registry does not know the name."""
+    from . import papers
+
+    exps = []
+    if name in papers.EXPERIMENTS:
+        try:
+            exps.append(papers.experiment(name, profile, dataset))
+        except (ValueError, KeyError, TypeError):
+            pass
+    for module in papers.MODULES:
+        try:
+            groups = module.plan(profile, dataset)
+        except (ValueError, KeyError, TypeError):
+            continue
+        exps += [e for group in groups.values() for e in group if e.name == name]
+    return {config_key(e.to_dict()) for e in exps if e.dataset == dataset}
+
+
+def current_records(records: list[dict], warn: bool = True) -> list[dict]:
+    """The records of one configuration per (name, profile, dataset), in input order.
+
+    Records of a run are grouped by `config_key`. When there are several configurations, the
+    one the current code builds (`reidnb.papers`) is kept; when none of them is, the newest
+    (by `_record_time`) is kept and a warning names the run names left out. A run name found
+    twice (e.g. in `runs/` and `results/`) counts once, its newest record.
+    """
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for rec in records:
+        where = (rec["name"], rec.get("profile"), rec["dataset"]["name"])
+        groups.setdefault(where, {}).setdefault(config_key(rec["config"]), []).append(rec)
+    keep: set[int] = set()
+    for (name, profile, dataset), configs in groups.items():
+        chosen = next(iter(configs))
+        if len(configs) > 1:
+            newest = {k: max(_record_time(r) for r in recs) for k, recs in configs.items()}
+            current = _current_config_keys(name, profile, dataset) & set(configs)
+            chosen = max(current or configs, key=newest.__getitem__)
+            if not current and warn:
+                left = sorted({r["run_name"] for k, recs in configs.items() if k != chosen
+                               for r in recs})
+                warnings.warn(f"{name} on {dataset} ({profile} profile): {len(configs)} "
+                              "configurations in the records, none of them the current code's; "
+                              f"using the newest, leaving out {', '.join(left)}", stacklevel=2)
+        newest_of_run: dict[str, dict] = {}
+        for rec in configs[chosen]:
+            seen = newest_of_run.get(rec["run_name"])
+            if seen is None or _record_time(rec) > _record_time(seen):
+                newest_of_run[rec["run_name"]] = rec
+        keep.update(id(r) for r in newest_of_run.values())
+    return [r for r in records if id(r) in keep]
+
+
 def metrics_frame(records: list[dict]) -> pd.DataFrame:
-    """Long table: one row per (run, protocol, metric)."""
+    """Long table: one row per (run, protocol, metric); "config" is the run's `config_key`."""
     rows = []
     for rec in records:
         for protocol, metrics in rec.get("metrics", {}).items():
@@ -47,58 +144,198 @@ def metrics_frame(records: list[dict]) -> pd.DataFrame:
                              "profile": rec.get("profile"), "dataset": rec["dataset"]["name"],
                              "seed": rec["config"]["train"]["seed"], "protocol": protocol,
                              "metric": metric, "value": value, "run_name": rec["run_name"],
-                             "device": rec.get("device", {}).get("device")})
+                             "device": rec.get("device", {}).get("device"),
+                             "config": config_key(rec["config"])})
     cols = ["name", "paper", "profile", "dataset", "seed", "protocol", "metric", "value",
-            "run_name", "device"]
+            "run_name", "device", "config"]
     return pd.DataFrame(rows, columns=cols)
 
 
 def summary_table(records: list[dict], metrics=("rank1", "rank5", "rank10", "mAP"),
                   protocol: str = "single_query") -> pd.DataFrame:
-    """Mean and spread over seeds per (name, dataset): columns like 'rank1' and 'rank1 ±'."""
-    df = metrics_frame(records)
+    """Mean and spread (sample std, n - 1) over seeds per (name, profile, dataset), from the
+    `current_records` only: columns like 'rank1' and 'rank1 ±', and 'seeds'."""
+    df = metrics_frame(current_records(records))
     df = df[(df.protocol == protocol) & df.metric.isin(metrics)]
     if df.empty:
         return pd.DataFrame()
-    g = df.groupby(["name", "dataset", "metric"])["value"]
+    keys = ["name", "profile", "dataset"]
+    g = df.groupby([*keys, "metric"], dropna=False)["value"]
     out = g.mean().unstack("metric")[list(m for m in metrics if m in df.metric.unique())]
-    spread = g.std(ddof=0).unstack("metric")
-    seeds = df.groupby(["name", "dataset"])["seed"].nunique().rename("seeds")
+    spread = g.std(ddof=1).unstack("metric")
+    seeds = df.groupby(keys, dropna=False)["seed"].nunique().rename("seeds")
     for m in out.columns.tolist():
         out[f"{m} ±"] = spread[m]
     return out.join(seeds).round(2)
 
 
+def _over_seeds(values: pd.Series) -> str:
+    """One value as "50.0"; several as "mean ± sample std (n=k)"."""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f} (n={len(values)})"
+
+
 def claims_vs_runs(claims: pd.DataFrame, records: list[dict],
                    links: dict[str, list[tuple[str, str, str]]] | None = None) -> pd.DataFrame:
-    """Every claim row with the reproduced value beside it ('not run' where there is none).
+    """Every claim row with this build's values beside it.
 
-    A claim is matched by (paper, table, method) through `links` and by metric and protocol; the
-    run's data set is shown next to it, since SynthReID numbers are not Market-1501 numbers.
+    Columns added to the claims' own (paper, table, dataset, protocol, method, metric, value):
+
+    - "reproduced": the linked runs on the claim's own data set (one of `REAL_DATASETS`), as
+      "v" for one seed or "mean ± sample std (n=k)"; "not run" when there is none.
+    - "run dataset": the data set behind "reproduced" (the claim's own), "" when not run.
+    - `SYNTH_COLUMN` ("SynthReID (this build)"): the linked runs on SynthReID, same format,
+      shown on every row of the same (paper, table, method, metric, protocol) whatever its
+      data set; synthetic data, so never a reproduction of the printed number.
+
+    A run is linked to (paper, table, method) rows through `links` (default
+    `reidnb.papers.CLAIM_LINKS`) and must match the row's metric and protocol. Only the
+    `current_records` count; records of one profile are expected (ValueError otherwise).
     """
     if links is None:
         from .papers import CLAIM_LINKS as links
-    mf = metrics_frame(records)
+    mf = metrics_frame(current_records(records))
     out = claims.copy()
-    out["reproduced"] = "not run"
+    out["reproduced"] = NOT_RUN
     out["run dataset"] = ""
+    out[SYNTH_COLUMN] = NOT_RUN
     for name, targets in links.items():
         runs = mf[mf.name == name]
         if runs.empty:
             continue
+        profiles = runs.groupby("dataset")["profile"].nunique(dropna=False)
+        if (profiles > 1).any():
+            raise ValueError(f"claims_vs_runs: {name} has records of several profiles "
+                             f"({sorted(runs.profile.astype(str).unique())}); pass one profile's "
+                             "records (load_records(profile=...))")
         for paper, table, method in targets:
             sel = (out.paper == paper) & (out.table == table) & (out.method == method)
             for idx in out.index[sel]:
                 hit = runs[(runs.metric == out.at[idx, "metric"]) &
                            (runs.protocol == out.at[idx, "protocol"])]
-                if not hit.empty:
-                    vals = hit.groupby("dataset")["value"]
-                    ds = vals.mean().index[0]
-                    mean, std, n = vals.mean().iloc[0], vals.std(ddof=0).iloc[0], vals.size().iloc[0]
-                    out.at[idx, "reproduced"] = f"{mean:.1f}" + (f" ± {std:.1f} (n={n})" if n > 1
-                                                                 else "")
-                    out.at[idx, "run dataset"] = ds
+                dataset = out.at[idx, "dataset"]
+                real = hit[hit.dataset == dataset] if dataset in REAL_DATASETS else hit.iloc[:0]
+                if not real.empty:
+                    out.at[idx, "reproduced"] = _over_seeds(real["value"])
+                    out.at[idx, "run dataset"] = dataset
+                synth = hit[hit.dataset == SYNTHETIC_DATASET]
+                if not synth.empty:
+                    out.at[idx, SYNTH_COLUMN] = _over_seeds(synth["value"])
     return out
+
+
+DATASET_LABELS = {"market1501": "Market-1501", "dukemtmcreid": "DukeMTMC-reID",
+                  "cuhk03_labeled": "CUHK03-NP labeled", "cuhk03_detected": "CUHK03-NP detected",
+                  "cuhk03": "CUHK03", "none": ""}
+PROTOCOL_LABELS = {"single_query": "single query", "multi_query": "multi query",
+                   "rerank": "single query + re-ranking", "none": ""}
+
+
+class ClaimsPart(NamedTuple):
+    """One table of a paper's claims page: a caption, the frame, and whether it holds the rows
+    the paper quotes from other work (the page folds those away)."""
+
+    caption: str
+    frame: pd.DataFrame
+    quoted: bool
+
+
+def _where(table: str, dataset: str = "none", protocol: str = "none") -> str:
+    """"Table 5, Market-1501, single query"; "Section 4.2" for a number printed in prose."""
+    parts = [f"Section {table[3:]}" if table.startswith("sec") else f"Table {table}",
+             DATASET_LABELS.get(dataset, dataset), PROTOCOL_LABELS.get(protocol, protocol)]
+    return ", ".join(p for p in parts if p)
+
+
+def _ordered_methods(methods: Iterable[str], paper: str) -> list[str]:
+    """`methods` in the order of `claims.METHODS[paper]`, any others after in the given order."""
+    from .claims import METHODS
+
+    present = list(dict.fromkeys(methods))
+    own = [m for m in METHODS.get(paper, {}) if m in present]
+    return own + [m for m in present if m not in own]
+
+
+def paper_claims_tables(table: pd.DataFrame, paper: str) -> list[ClaimsPart]:
+    """One paper's part of `claims_vs_runs`, as small tables: methods as rows.
+
+    In order: one table per printed (table, data set, protocol) of the paper's own methods
+    (`claims.METHODS` order), columns (metric, "paper" | "this build") when any of its cells was
+    run on that data set, else the paper's values alone; then one table of this build's
+    SynthReID values for the linked own methods (if any); then the quoted rows, one table per
+    printed (table, data set, protocol), the paper's values only. A cell the paper leaves empty
+    is "".
+    """
+    from .claims import is_quoted
+
+    rows = table[table.paper == paper]
+    quoted = rows.method.map(is_quoted)
+    parts: list[ClaimsPart] = []
+    keys = ["table", "dataset", "protocol"]
+    order = list(dict.fromkeys(rows[keys].itertuples(index=False, name=None)))
+    for want_quoted in (False, True):
+        part = rows[quoted == want_quoted]
+        if want_quoted:
+            synth = _synth_table(rows[~quoted], paper)
+            if synth is not None:
+                parts.append(ClaimsPart("This build on SynthReID (synthetic data: the paper's "
+                                        "setting, not its numbers)", synth, False))
+        for tbl, ds, proto in order:
+            sel = part[(part.table == tbl) & (part.dataset == ds) & (part.protocol == proto)]
+            if sel.empty:
+                continue
+            methods = (_ordered_methods(sel.method, paper) if not want_quoted
+                       else list(dict.fromkeys(sel.method)))
+            metrics = list(dict.fromkeys(sel.metric))
+            paper_vals = sel.pivot(index="method", columns="metric", values="value")
+            run = (not want_quoted) and (sel.reproduced != NOT_RUN).any()
+            if run:
+                built = sel.pivot(index="method", columns="metric", values="reproduced")
+                cols = pd.MultiIndex.from_tuples([(m, s) for m in metrics
+                                                  for s in ("paper", "this build")],
+                                                 names=["metric", None])
+                frame = pd.concat({"paper": paper_vals, "this build": built}, axis=1)
+                frame = frame.swaplevel(axis=1).reindex(index=methods, columns=cols)
+            else:
+                frame = paper_vals.reindex(index=methods, columns=metrics)
+            frame = frame.astype(object).where(frame.notna(), "")
+            frame.index.name, frame.columns.name = "method", None if run else "metric"
+            caption = _where(tbl, ds, proto)
+            if not want_quoted and not run and proto != "none":
+                caption += " (this build: not run on this data set)"
+            parts.append(ClaimsPart(caption, frame, want_quoted))
+    return parts
+
+
+def _synth_table(own: pd.DataFrame, paper: str) -> pd.DataFrame | None:
+    """This build's SynthReID values of a paper's own methods: rows (where, method), columns
+    metrics; None when no linked method has one."""
+    hit = own[own[SYNTH_COLUMN] != NOT_RUN]
+    if hit.empty:
+        return None
+    hit = hit.assign(where=[f"Table {t}" if p == "single_query" else _where(t, "none", p)
+                            for t, p in zip(hit.table, hit.protocol)])
+    # the same run fills every data set of a (table, method, metric): keep one
+    hit = hit.drop_duplicates(["where", "method", "metric"])
+    wheres = list(dict.fromkeys(hit["where"]))
+    methods = _ordered_methods(hit.method, paper)
+    index = [(w, m) for w in wheres for m in methods
+             if ((hit["where"] == w) & (hit.method == m)).any()]
+    frame = hit.pivot(index=["where", "method"], columns="metric", values=SYNTH_COLUMN)
+    frame = frame.reindex(index=pd.MultiIndex.from_tuples(index, names=["where", "method"]),
+                          columns=list(dict.fromkeys(hit.metric)))
+    frame.columns.name = "metric"
+    return frame.astype(object).where(frame.notna(), "")
+
+
+def claims_coverage(table: pd.DataFrame) -> pd.DataFrame:
+    """Per paper of `claims_vs_runs`: how many numbers it prints, how many this build
+    reproduced on the claim's own data set, and how many have a SynthReID value beside them."""
+    return table.groupby("paper", sort=False).agg(
+        numbers=("value", "size"),
+        reproduced=("reproduced", lambda s: int((s != NOT_RUN).sum())),
+        **{"on SynthReID": (SYNTH_COLUMN, lambda s: int((s != NOT_RUN).sum()))})
 
 
 def eval_speed_table(path: str | Path = "benchmarks/results/bench_eval_cpu.json") -> pd.DataFrame:
@@ -145,9 +382,10 @@ def compare_runs(runs: dict[str, "object"], runs_dir: str | Path = "runs",
 
 def seed_table(groups: dict[str, list], runs_dir: str | Path = "runs",
                metrics=("rank1", "mAP"), protocol: str = "single_query") -> pd.DataFrame:
-    """One row per label: mean and spread (population std) over the seeds of its experiments,
-    read from their run records, and how many seeds had a complete record. A label with none
-    reads "not run"."""
+    """One row per label: mean and spread (sample standard deviation, n - 1 in the
+    denominator; empty with one seed) over the seeds of its experiments, read from their run
+    records, and how many seeds had a complete record. A label with none reads "not run".
+    Verdicts on these rows come from `reidnb.verdicts`, which pairs the runs by seed."""
     from .experiments import run_dir_for
 
     rows = []
@@ -163,7 +401,7 @@ def seed_table(groups: dict[str, list], runs_dir: str | Path = "runs",
         row = {"label": label, "seeds": n}
         for m in metrics:
             row[m] = float(pd.Series(vals[m]).mean()) if n else None
-            row[f"{m} ±"] = float(pd.Series(vals[m]).std(ddof=0)) if n else None
+            row[f"{m} ±"] = float(pd.Series(vals[m]).std(ddof=1)) if n > 1 else None
         row["status"] = "complete" if n else "not run"
         rows.append(row)
     return pd.DataFrame(rows).set_index("label").round(2)
@@ -197,29 +435,6 @@ def with_claims(table: pd.DataFrame, methods: dict[str, tuple[str, str, str]],
     for m in metrics:
         out[f"paper {m}"] = [claim(*methods[label][:2], dataset, protocol, methods[label][2], m)
                              if label in methods else None for label in table.index]
-    return out
-
-
-def ordering_verdicts(table: pd.DataFrame, order: list[str], metric: str = "rank1"
-                      ) -> list[str]:
-    """For each neighbouring pair of a claimed ordering (worst first), a sentence saying whether
-    the runs agree, and whether the gap is larger than the seeds' spread."""
-    out = []
-    for lo, hi in zip(order[:-1], order[1:]):
-        a, b = table.loc[lo], table.loc[hi]
-        if a["status"] != "complete" or b["status"] != "complete":
-            out.append(f"{hi} > {lo} ({metric}): not run in this profile")
-            continue
-        gap = b[metric] - a[metric]
-        spread = max(a.get(f"{metric} ±") or 0.0, b.get(f"{metric} ±") or 0.0)
-        seeds = int(min(a["seeds"], b["seeds"]))
-        verdict = "holds" if gap > 0 else "does not hold"
-        if seeds > 1:
-            size = "larger" if abs(gap) > spread else "not larger"
-            note = f"{size} than the seeds' spread of {spread:.1f}"
-        else:
-            note = "one seed, no spread"
-        out.append(f"{hi} > {lo} ({metric}): {verdict} here ({gap:+.1f} points; {note})")
     return out
 
 
@@ -338,27 +553,3 @@ def best_row(table: pd.DataFrame, metric: str = "rank1", what: str = "row") -> s
                                              else f"{seeds[0]} to {seeds[-1]} seeds")
     parts.append(f"{count} per {what}")
     return "; ".join(parts)
-
-
-def gain_trend(table: pd.DataFrame, better: str, base: str, metric: str = "rank-1",
-               knob: str = "p", by: str | None = None, decreasing: str | None = None,
-               note: str | None = None) -> list[str]:
-    """How the gain of column `better` over column `base` moves along a sweep: `table` has one
-    row per value of a knob (its index) and one column per variant, as a seed table's metric
-    unstacked by variant. Two sentences: the gain at each knob value where both ran, then its
-    trend; none (an empty list) with fewer than two such values.
-
-    Rule: the trend is the least-squares slope of the gain against the knob value
-    (`np.polyfit`, degree 1); a negative slope reads "grows" as the knob decreases
-    (`decreasing` says what that means, e.g. "the bag is seen less often"), any other
-    "shrinks". No test against the seeds' spread; `note` (e.g. how many seeds) ends the
-    second sentence."""
-    gain = (table[better] - table[base]).dropna()
-    if len(gain) <= 1:
-        return []
-    trend = np.polyfit(gain.index.to_numpy(float), gain.to_numpy(float), 1)[0]
-    tail = f"slope {trend:+.1f} points per unit of {knob}" + (f"; {note}" if note else "")
-    return [f"{metric} of {better} minus {base}, by {by or knob}: "
-            + ", ".join(f"{knob}={p:g}: {g:+.1f}" for p, g in gain.items()),
-            f"the gain {'grows' if trend < 0 else 'shrinks'} as "
-            f"{decreasing or f'{knob} decreases'} ({tail})"]

@@ -1,8 +1,14 @@
+import json
+import os
+import warnings
+
 import pandas as pd
 import pytest
 
 from reidnb.io import atomic_write_json
-from reidnb.results import claims_vs_runs, load_records, metrics_frame, summary_table
+from reidnb.results import (SYNTH_COLUMN, claims_coverage, claims_vs_runs, config_key,
+                            current_records, load_records, metrics_frame, paper_claims_tables,
+                            summary_table)
 
 
 def _record(name, seed, rank1, mAP, status="complete", profile="smoke"):
@@ -25,28 +31,203 @@ def test_load_records_keeps_complete_runs_of_the_profile(tmp_path):
 def test_summary_table_mean_and_spread_over_seeds():
     recs = [_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0)]
     table = summary_table(recs, metrics=("rank1", "mAP"))
-    row = table.loc[("ide", "synthreid")]
-    assert row["rank1"] == 55.0 and row["rank1 ±"] == 5.0 and row["seeds"] == 2
+    row = table.loc[("ide", "smoke", "synthreid")]
+    # 50 and 60: sample std sqrt(50) = 7.07 (the population std would be 5.0)
+    assert row["rank1"] == 55.0 and row["rank1 ±"] == 7.07 and row["seeds"] == 2
     assert row["mAP"] == 35.0
 
 
-def test_claims_vs_runs_fills_linked_rows_and_says_not_run():
-    claims = pd.DataFrame([
-        {"paper": "p", "table": "3", "dataset": "market1501", "protocol": "single_query",
-         "method": "IDE baseline", "metric": "rank1", "value": 80.0},
-        {"paper": "p", "table": "3", "dataset": "market1501", "protocol": "single_query",
-         "method": "other", "metric": "rank1", "value": 90.0},
-    ])
-    recs = [_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0)]
+def _on(rec, dataset, **config):
+    """`rec` run on `dataset`, its configuration changed by `config` (e.g. lr=0.1)."""
+    rec["dataset"] = {"name": dataset}
+    rec["run_name"] = f"{rec['name']}-{dataset}-{rec['config']['train']['seed']}"
+    rec["config"] = {**rec["config"], "dataset": dataset, **config}
+    return rec
+
+
+def _claim_rows(*rows):
+    return pd.DataFrame([{"paper": "p", "table": "3", "dataset": ds, "protocol": proto,
+                          "method": method, "metric": "rank1", "value": value}
+                         for ds, proto, method, value in rows])
+
+
+def test_claims_vs_runs_fills_only_the_claims_own_dataset_and_synthreid_beside():
+    claims = _claim_rows(("market1501", "single_query", "IDE baseline", 80.0),
+                         ("dukemtmcreid", "single_query", "IDE baseline", 70.0),
+                         ("cuhk03_detected", "single_query", "IDE baseline", 40.0),
+                         ("market1501", "multi_query", "IDE baseline", 85.0),
+                         ("market1501", "single_query", "other", 90.0))
+    recs = [_on(_record("ide", 0, 50.0, 30.0), "synthreid"),
+            _on(_record("ide", 1, 60.0, 40.0), "synthreid"),
+            _on(_record("ide", 0, 75.0, 55.0), "market1501"),
+            _on(_record("ide", 0, 65.0, 45.0), "dukemtmcreid"),
+            _on(_record("ide", 1, 67.0, 47.0), "dukemtmcreid")]
     out = claims_vs_runs(claims, recs, links={"ide": [("p", "3", "IDE baseline")]})
-    assert out.loc[0, "reproduced"] == "55.0 ± 5.0 (n=2)"
-    assert out.loc[0, "run dataset"] == "synthreid"
-    assert out.loc[1, "reproduced"] == "not run"
+    assert list(out.columns[-3:]) == ["reproduced", "run dataset", SYNTH_COLUMN]
+    # each real data set gets its own runs (not the alphabetically first), one seed: the value
+    assert out.loc[0, ["reproduced", "run dataset"]].tolist() == ["75.0", "market1501"]
+    assert out.loc[1, ["reproduced", "run dataset"]].tolist() == ["66.0 ± 1.4 (n=2)",
+                                                                  "dukemtmcreid"]
+    # no CUHK03 run: SynthReID never stands in for it, it only sits in its own column
+    assert out.loc[2, ["reproduced", "run dataset"]].tolist() == ["not run", ""]
+    # sample standard deviation (ddof=1) of 50 and 60
+    assert set(out.loc[:2, SYNTH_COLUMN]) == {"55.0 ± 7.1 (n=2)"}
+    # another protocol or an unlinked method: nothing
+    assert out.loc[3, ["reproduced", SYNTH_COLUMN]].tolist() == ["not run", "not run"]
+    assert out.loc[4, ["reproduced", SYNTH_COLUMN]].tolist() == ["not run", "not run"]
+
+
+def test_claims_vs_runs_synthreid_only_says_not_run_for_real_data():
+    claims = _claim_rows(("market1501", "single_query", "IDE baseline", 80.0))
+    out = claims_vs_runs(claims, [_on(_record("ide", 0, 50.0, 30.0), "synthreid")],
+                         links={"ide": [("p", "3", "IDE baseline")]})
+    assert out.loc[0, "reproduced"] == "not run" and out.loc[0, SYNTH_COLUMN] == "50.0"
+
+
+def test_claims_vs_runs_refuses_records_of_several_profiles():
+    claims = _claim_rows(("market1501", "single_query", "IDE baseline", 80.0))
+    recs = [_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0, profile="synthetic")]
+    with pytest.raises(ValueError, match="several profiles"):
+        claims_vs_runs(claims, recs, links={"ide": [("p", "3", "IDE baseline")]})
+
+
+def test_config_key_ignores_the_seed_and_neutral_defaults():
+    from reidnb.experiments import Experiment
+
+    exp = Experiment(name="x")
+    config = json.loads(json.dumps(exp.to_dict(), default=str))   # as a record stores it
+    assert config_key(config) == config_key(exp.to_dict())
+    assert config_key(exp.replace(train={"seed": 3}).to_dict()) == config_key(config)
+    assert config_key(exp.replace(train={"lr": 0.5}).to_dict()) != config_key(config)
+    # a record older than an option (no "trunk_from" field) matches the option at its default
+    old = {k: v for k, v in config.items() if k != "trunk_from"}
+    assert config_key(old) == config_key(config)
+    assert config_key({**config, "trunk_from": "ide-synthreid-0"}) != config_key(config)
 
 
 def test_metrics_frame_has_one_row_per_metric():
     df = metrics_frame([_record("ide", 0, 50.0, 30.0)])
     assert sorted(df.metric) == ["mAP", "rank1"] and set(df.value) == {50.0, 30.0}
+    seeds = metrics_frame([_record("ide", 0, 50.0, 30.0), _record("ide", 1, 60.0, 40.0)])
+    assert seeds.config.nunique() == 1
+
+
+def _stamped(rec, finished, **config):
+    rec["finished"] = finished
+    rec["config"] = {**rec["config"], **config}
+    rec["run_name"] += "-" + "-".join(f"{k}{v}" for k, v in config.items())
+    return rec
+
+
+def test_current_records_keeps_the_newest_configuration_and_names_the_rest():
+    old = [_stamped(_record("x", s, 10.0, 5.0), "2026-01-01T00:00:00+00:00", lr=0.1)
+           for s in (0, 1)]
+    new = [_stamped(_record("x", s, 60.0, 40.0), "2026-02-01T00:00:00+00:00", lr=0.2)
+           for s in (0, 1)]
+    other = [_record("y", 0, 1.0, 1.0)]   # a single configuration: kept as it is
+    with pytest.warns(UserWarning, match=r"x on synthreid \(smoke profile\): 2 configurations"
+                                         r".*leaving out x-0-lr0.1, x-1-lr0.1$"):
+        kept = current_records(old + other + new)
+    assert [r["run_name"] for r in kept] == ["y-0", "x-0-lr0.2", "x-1-lr0.2"]
+    # summary_table and claims_vs_runs average the kept configuration only
+    with pytest.warns(UserWarning):
+        table = summary_table(old + new, metrics=("rank1",))
+    assert table.loc[("x", "smoke", "synthreid"), "rank1"] == 60.0
+    with pytest.warns(UserWarning):
+        out = claims_vs_runs(_claim_rows(("market1501", "single_query", "m", 1.0)), old + new,
+                             links={"x": [("p", "3", "m")]})
+    assert out.loc[0, SYNTH_COLUMN] == "60.0 ± 0.0 (n=2)"
+
+
+def test_current_records_prefers_the_current_codes_configuration_over_a_newer_one():
+    from reidnb.papers import experiment
+
+    def run(seed, finished, **train):
+        exp = experiment("ide", "smoke", "synthreid", seed).replace(train=train)
+        rec = _record("ide", seed, 50.0 + seed, 30.0)
+        rec.update(run_name=exp.run_name, finished=finished,
+                   config=json.loads(json.dumps(exp.to_dict(), default=str)))
+        return rec
+
+    current = [run(0, "2026-01-01T00:00:00+00:00"), run(1, "2026-01-02T00:00:00+00:00")]
+    stale = [run(0, "2026-03-01T00:00:00+00:00", lr=0.9)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the current code's configuration: no warning
+        kept = current_records(stale + current)
+    assert kept == current
+
+
+def test_current_records_counts_a_run_found_twice_once(tmp_path):
+    rec = _record("ide", 0, 50.0, 30.0)
+    atomic_write_json(tmp_path / "runs" / "a" / "record.json", {**rec, "metrics": {
+        "single_query": {"rank1": 40.0, "mAP": 20.0}}})
+    atomic_write_json(tmp_path / "results" / "gpu" / "a" / "record.json", rec)
+    os.utime(tmp_path / "runs" / "a" / "record.json", (1_000_000, 1_000_000))  # the older copy
+    recs = load_records(tmp_path / "results", tmp_path / "runs")   # the newer copy first
+    assert len(recs) == 2
+    kept = current_records(recs)
+    assert len(kept) == 1 and kept[0]["metrics"]["single_query"]["rank1"] == 50.0
+    assert summary_table(recs, metrics=("rank1",))["seeds"].tolist() == [1]
+
+
+def test_paper_claims_tables_own_methods_first_then_synthreid_then_quoted():
+    claims = pd.DataFrame([
+        {"paper": "zheng2019", "table": "3", "dataset": ds, "protocol": "single_query",
+         "method": method, "metric": metric, "value": value}
+        for ds, method, metric, value in [
+            ("market1501", "HA-CNN (quoted [21])", "rank1", 91.2),
+            ("market1501", "IDE +IA", "rank1", 91.0), ("market1501", "IDE +IA", "mAP", 76.9),
+            ("market1501", "IDE baseline", "rank1", 85.3),
+            ("market1501", "IDE baseline", "mAP", 68.5),
+            ("dukemtmcreid", "IDE baseline", "rank1", 73.2)]])
+    recs = [_on(_record("ide", 0, 80.0, 60.0), "market1501"),
+            _on(_record("ide", 0, 10.0, 5.0), "synthreid")]
+    table = claims_vs_runs(claims, recs, links={"ide": [("zheng2019", "3", "IDE baseline")]})
+    parts = paper_claims_tables(table, "zheng2019")
+    assert [(p.caption, p.quoted) for p in parts] == [
+        ("Table 3, Market-1501, single query", False),
+        ("Table 3, DukeMTMC-reID, single query (this build: not run on this data set)", False),
+        ("This build on SynthReID (synthetic data: the paper's setting, not its numbers)",
+         False),
+        ("Table 3, Market-1501, single query", True)]
+    market = parts[0].frame
+    assert list(market.index) == ["IDE baseline", "IDE +IA"]   # METHODS order, not file order
+    assert list(market.columns) == [("rank1", "paper"), ("rank1", "this build"),
+                                    ("mAP", "paper"), ("mAP", "this build")]
+    assert market.loc["IDE baseline"].tolist() == [85.3, "80.0", 68.5, "60.0"]
+    assert market.loc["IDE +IA", ("rank1", "this build")] == "not run"
+    duke = parts[1].frame
+    assert list(duke.columns) == ["rank1"] and duke.loc["IDE baseline", "rank1"] == 73.2
+    synth = parts[2].frame
+    assert synth.loc[("Table 3", "IDE baseline")].tolist() == ["10.0", "5.0"]
+    assert list(parts[3].frame.index) == ["HA-CNN (quoted [21])"]
+
+
+def test_paper_claims_tables_on_the_ledger_keeps_every_number_once():
+    from reidnb.claims import is_quoted, load_claims
+
+    table = claims_vs_runs(load_claims(), [])
+    parts = paper_claims_tables(table, "jeong2020")
+    flags = [p.quoted for p in parts]
+    assert flags == sorted(flags) and any(flags)          # every own table before any quoted
+    assert list(parts[0].frame.index) == ["ResNet-50 +AM+UL", "VGG16 +AM+UL"]   # Table 2
+    for part in parts:
+        assert all(is_quoted(m) == part.quoted for m in part.frame.index)
+        assert part.frame.shape[1] <= 5                  # narrow: the paper's values only
+    cells = sum(int((p.frame != "").to_numpy().sum()) for p in parts)
+    assert cells == int((table.paper == "jeong2020").sum())
+    blank = paper_claims_tables(table, "zheng2019")[-1].frame
+    assert blank.loc["HPN (quoted [24])", "mAP"] == ""     # printed as a dash
+
+
+def test_claims_coverage_counts_real_and_synthetic_values():
+    claims = _claim_rows(("market1501", "single_query", "IDE baseline", 80.0),
+                         ("dukemtmcreid", "single_query", "IDE baseline", 70.0),
+                         ("market1501", "single_query", "other", 90.0))
+    recs = [_on(_record("ide", 0, 75.0, 55.0), "market1501"),
+            _on(_record("ide", 0, 50.0, 30.0), "synthreid")]
+    out = claims_vs_runs(claims, recs, links={"ide": [("p", "3", "IDE baseline")]})
+    assert claims_coverage(out).loc["p"].tolist() == [3, 1, 2]
 
 
 def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
@@ -63,10 +244,10 @@ def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
     assert set(table.machine) == {"2 CPU cores, cpu, 2026-11-23"}
 
 
-def test_seed_table_ordering_verdicts_and_claims(tmp_path):
+def test_seed_table_and_claims(tmp_path):
     from reidnb.train.engine import TrainConfig
     from reidnb.experiments import Experiment, run_dir_for
-    from reidnb.results import ordering_verdicts, seed_table, with_claims
+    from reidnb.results import seed_table, with_claims
 
     def exp(name, seed):
         return Experiment(name=name, train=TrainConfig(seed=seed))
@@ -76,14 +257,11 @@ def test_seed_table_ordering_verdicts_and_claims(tmp_path):
         atomic_write_json(run_dir_for(exp(name, seed), tmp_path) / "record.json", rec)
     table = seed_table({"base": [exp("a", 0), exp("a", 1)], "better": [exp("b", 0), exp("b", 1)],
                         "missing": [exp("c", 0)]}, tmp_path)
-    assert table.loc["base", "rank1"] == 52.0 and table.loc["base", "rank1 ±"] == 2.0
+    # 50 and 54: mean 52, sample std sqrt(8) = 2.83 (the population std would be 2.0)
+    assert table.loc["base", "rank1"] == 52.0 and table.loc["base", "rank1 ±"] == 2.83
     assert table.loc["missing", "status"] == "not run" and table.loc["missing", "seeds"] == 0
-    verdicts = ordering_verdicts(table, ["base", "better", "missing"])
-    assert verdicts[0] == ("better > base (rank1): holds here (+3.0 points; larger than the "
-                           "seeds' spread of 2.0)")
-    assert "not run" in verdicts[1]
-    flipped = ordering_verdicts(table, ["better", "base"])
-    assert "does not hold" in flipped[0]
+    one = seed_table({"one seed": [exp("a", 0)]}, tmp_path)
+    assert one.loc["one seed", "seeds"] == 1 and pd.isna(one.loc["one seed", "rank1 ±"])
     claimed = with_claims(table, {"base": ("jeong2020", "5", "ResNet-50 baseline")})
     assert claimed.loc["base", "paper rank1"] == 88.1 and pd.isna(claimed.loc["better",
                                                                               "paper rank1"])
@@ -174,27 +352,6 @@ def _seed_rows(rows):
                          for label, n, r1, sd, paper in rows]).set_index("label")
 
 
-def test_ordering_verdicts_each_wording():
-    from reidnb.results import ordering_verdicts
-
-    table = _seed_rows([("a", 3, 50.0, 1.0, None), ("b", 3, 52.0, 1.5, None),
-                        ("c", 3, 53.0, 2.0, None), ("d", 1, 55.0, 0.0, None),
-                        ("e", 1, 54.0, 0.0, None), ("f", 0, None, None, None)])
-    assert ordering_verdicts(table, ["a", "b", "c", "d", "e", "f"]) == [
-        "b > a (rank1): holds here (+2.0 points; larger than the seeds' spread of 1.5)",
-        "c > b (rank1): holds here (+1.0 points; not larger than the seeds' spread of 2.0)",
-        "d > c (rank1): holds here (+2.0 points; one seed, no spread)",
-        "e > d (rank1): does not hold here (-1.0 points; one seed, no spread)",
-        "f > e (rank1): not run in this profile"]
-    # a gap of exactly zero does not hold, and a reversal larger than the spread says so
-    tied = _seed_rows([("a", 2, 50.0, 0.5, None), ("b", 2, 50.0, 0.5, None),
-                       ("c", 2, 48.0, 0.5, None)])
-    assert ordering_verdicts(tied, ["a", "b", "c"]) == [
-        "b > a (rank1): does not hold here (+0.0 points; not larger than the seeds' spread "
-        "of 0.5)",
-        "c > b (rank1): does not hold here (-2.0 points; larger than the seeds' spread of 0.5)"]
-
-
 def test_best_row_names_the_best_complete_row_and_the_papers():
     from reidnb.results import best_row
 
@@ -208,23 +365,3 @@ def test_best_row_names_the_best_complete_row_and_the_papers():
     mixed = _seed_rows([("x", 2, 20.0, 1.0, None), ("y", 3, 21.0, 1.0, None)])
     assert best_row(mixed.drop(columns="paper rank1")).endswith("; 2 to 3 seeds per row")
     assert best_row(_seed_rows([("x", 0, None, None, 90.0)])) is None
-
-
-def test_gain_trend_over_a_sweep():
-    from reidnb.results import gain_trend
-
-    sweep = pd.DataFrame({"baseline": [1.59, 4.76, None], "+AM+UL": [6.35, 11.11, 9.0]},
-                         index=pd.Index([0.2, 0.8, 1.0], name="bag visible p"))
-    # p = 1.0 has no baseline: dropped; gains +4.76 at 0.2 and +6.35 at 0.8, slope +2.65
-    assert gain_trend(sweep, "+AM+UL", "baseline", by="bag visibility",
-                      decreasing="the bag is seen less often",
-                      note="one seed, so read it as a hint") == [
-        "rank-1 of +AM+UL minus baseline, by bag visibility: p=0.2: +4.8, p=0.8: +6.3",
-        "the gain shrinks as the bag is seen less often (slope +2.6 points per unit of p; one "
-        "seed, so read it as a hint)"]
-    falling = pd.DataFrame({"a": [0.0, 0.0, 0.0], "b": [6.0, 4.0, 2.0]}, index=[0.0, 0.5, 1.0])
-    assert gain_trend(falling, "b", "a", metric="mAP")[1] == (
-        "the gain grows as p decreases (slope -4.0 points per unit of p)")
-    rising = pd.DataFrame({"a": [1.0, 2.0], "b": [1.0, 3.0]}, index=[0.0, 1.0])
-    assert gain_trend(rising, "b", "a")[1].startswith("the gain shrinks as p decreases")
-    assert gain_trend(sweep.iloc[:1], "+AM+UL", "baseline") == []
