@@ -180,6 +180,25 @@ def test_plan_each_identity_seen_by_two_to_six_cameras():
     assert all(lo <= len(c) <= hi for c in cams.values())
 
 
+def _views_per_person_camera(knobs=None, seed=3):
+    _, _, plan = plan_dataset("default", seed=seed, knobs=knobs)
+    views = defaultdict(list)
+    for item in plan:
+        if item.kind == "person":
+            views[(item.pid, item.cam)].append(item.view)
+    return views
+
+
+def test_plan_draws_the_view_per_image_not_per_camera():
+    """Chapter 1 says so: with the default knobs one person in one camera is seen from several
+    sides; only view_consistency=1 pins one view per (person, camera)."""
+    mixed = _views_per_person_camera()
+    assert sum(len(set(v)) > 1 for v in mixed.values()) > len(mixed) // 10
+    pinned = _views_per_person_camera(SynthKnobs(view_consistency=1.0))
+    assert all(len(set(v)) == 1 for v in pinned.values())
+    assert len({v[0] for v in pinned.values()}) == 3  # the main views themselves still vary
+
+
 def test_sample_identities_share_a_small_palette():
     people = sample_identities(300, np.random.default_rng(0))
     uppers = [p.upper_colour for p in people]

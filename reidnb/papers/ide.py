@@ -1,6 +1,13 @@
 """The IDE baseline (Zheng et al. 2016, "ID-discriminative embedding"): a trunk, global average
-pooling and an identity classifier; the first row of every paper in this book (zheng2019 Table 3
-lists it as "IDE"). Chapter 2; chapter 1 trains it and chapters 3-4 reuse it.
+pooling and an identity classifier. It is zheng2019's baseline (Section 3.1.1, Table 3 "IDE");
+the other papers' baselines differ (jeong2020's adds a verification loss, li2019's is read as
+cross-entropy + triplet, jamal2020 does not name its baseline's losses; see
+`reidnb.claims.METHODS`). Chapter 2; chapter 1 trains it and chapters 3-4 reuse it.
+
+The 2016 IDE keeps the ImageNet network's last stride of 2; `last_stride=1` is a later change
+(PCB, Sun et al. 2018, kept by the strong baseline of Luo et al. 2019), and so is the BN neck
+(`bnneck=True`, Luo et al. 2019). Each profile below chooses its own; chapter 2 prints them from
+the configurations.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ CHAPTER = "02_baseline"
 
 def ide_experiment(profile: str = "synthetic", dataset: str | None = None, seed: int = 0
                    ) -> Experiment:
-    """The IDE baseline (Zheng et al. 2016) as each profile runs it."""
+    """The IDE baseline (Zheng et al. 2016) as each profile runs it: `model_kwargs` holds the
+    profile's trunk, last stride (2 as in the 2016 IDE, or the later 1) and BN neck."""
     check_profile(profile)
     if profile == "paper":
         return Experiment(
