@@ -343,7 +343,8 @@ def eval_speed_table(path: str | Path = "benchmarks/results/bench_eval_cpu.json"
     bench = read_json(path)
     er, rs, rf = bench["evaluate_rank"], bench["re_ranking_subsample"], bench["re_ranking_full"]
     rows = [
-        {"task": "evaluate_rank, 3,368 x 15,913", "reference (s)": er["reference_s"],
+        {"task": "evaluate_rank, {:,} x {:,}".format(*rf["output_shape"]),
+         "reference (s)": er["reference_s"],
          "reidnb (s)": er["reidnb_s"], "speed-up": er["ratio"]},
         {"task": f"re_ranking, {rs['items']} items", "reference (s)": rs["reference_s"],
          "reidnb (s)": rs["reidnb_s"], "speed-up": rs["ratio"]},

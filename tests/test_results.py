@@ -237,8 +237,9 @@ def test_eval_speed_table_reads_the_benchmark_record(tmp_path):
         "date": "2026-11-23", "cores": 2, "device": {"device": "cpu"},
         "evaluate_rank": {"reference_s": 4.0, "reidnb_s": 0.2, "ratio": 20.0},
         "re_ranking_subsample": {"items": 2000, "reference_s": 1.0, "reidnb_s": 0.1, "ratio": 10.0},
-        "re_ranking_full": {"items": 19281, "reidnb_s": 1.9}})
+        "re_ranking_full": {"items": 19281, "reidnb_s": 1.9, "output_shape": [3368, 15913]}})
     table = eval_speed_table(tmp_path / "b.json")
+    assert table.loc["evaluate_rank, 3,368 x 15,913", "speed-up"] == 20.0  # sizes from the record
     assert table.loc["re_ranking, 2000 items", "speed-up"] == 10.0
     assert table.loc["re_ranking, 19281 items", "reidnb (s)"] == 1.9
     assert set(table.machine) == {"2 CPU cores, cpu, 2026-11-23"}

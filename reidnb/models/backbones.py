@@ -112,7 +112,7 @@ class Trunk(nn.Module):
 def _resnet(arch: str, pretrained, last_stride: int, cache_dir) -> Trunk:
     net = getattr(torchvision.models, arch)(weights=None)
     weights = _load_imagenet(net, arch, pretrained, cache_dir)
-    if last_stride == 1:  # Luo et al. 2019; also the PCB / CASN setting
+    if last_stride == 1:  # PCB (Sun et al. 2018) and Luo et al. 2019's strong baseline
         block = net.layer4[0]
         strided = block.conv2 if hasattr(block, "conv3") else block.conv1  # bottleneck vs basic
         strided.stride = (1, 1)

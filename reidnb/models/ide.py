@@ -1,11 +1,12 @@
 """The IDE baseline: a CNN trunk, global average pooling and an identity classifier.
 
 Zheng et al. 2016 ("Person Re-identification: Past, Present and Future", Sec. 5) fine-tune an
-ImageNet CNN as an identity classifier and use its pooled feature for retrieval. Every paper in the
-book reports it (or a close variant) as its first row: jeong2020 Table 5 "baseline", zheng2019
-Table 1 "IDE", li2019's and jamal2020's ResNet-50 baselines.
+ImageNet CNN as an identity classifier and use its pooled feature for retrieval. zheng2019 builds
+on it (Table 3 "IDE"); the other papers' baselines differ: jeong2020's adds a verification loss
+(Table 5), li2019's a triplet loss, and jamal2020 does not say which losses its baseline used.
 
-Options beyond the 2016 recipe, each one argument: `last_stride=1` (Luo et al. 2019) and
+Options beyond the 2016 recipe (last stride 2), each one argument: `last_stride=1` (the PCB
+paper, Sun et al. 2018, and Luo et al. 2019's strong baseline) and
 `bnneck=True` (a BatchNorm before a bias-free classifier, Luo et al. 2019).
 """
 
