@@ -53,22 +53,29 @@ def verification(pair_logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
 
 
 UNIFORMITY_FORMS = ("text", "printed")
+UNIFORMITY_REDUCTIONS = ("sum", "mean")
 
 
 def uniformity(s_q: torch.Tensor, s_p: torch.Tensor, s_n: torch.Tensor, margin: float = 1.0,
-               form: str = "text") -> torch.Tensor:
+               form: str = "text", reduce: str = "sum") -> torch.Tensor:
     """Attention uniformity loss (jeong2020 Eq. 8) on attention scores (B,1,H,W) -> scalar.
 
-    d is the L1 distance between flattened scores (a sum over the H x W cells), averaged over
-    the B triplets. `form="text"`: max(d(q,p) - d(q,n) + m, 0), a triplet loss that pulls the
+    d is the L1 distance between flattened scores, averaged over the B triplets. `reduce="sum"`
+    sums |s_q - s_p| over the H x W cells, as Eq. 8 is written; its scale (and so the weight of
+    a given margin) then grows with the map: 32 cells at the paper's 8 x 4, 8 at a 128 x 64
+    input. `reduce="mean"` averages over the cells instead, so d is in [0, 1] for sigmoid scores
+    whatever the map size and the margin is a per-cell margin (m_mean = m_sum / (H W)).
+    `form="text"`: max(d(q,p) - d(q,n) + m, 0), a triplet loss that pulls the
     same person's attention together, as Sec. 3.3 says the loss should (the default).
     `form="printed"`: Eq. 8 as typeset, max(d(q,n) - d(q,p) + m, 0), which rewards dissimilar
-    attention for the same person. The paper gives no margin; scores are unbounded, so m only
-    sets their scale, and 1.0 is our default.
+    attention for the same person. The paper gives no margin; 1.0 is the default here.
     """
     if form not in UNIFORMITY_FORMS:
         raise ValueError(f"uniformity: form={form!r}; choose from {UNIFORMITY_FORMS}")
-    d_qp = (s_q - s_p).flatten(1).abs().sum(1)
-    d_qn = (s_q - s_n).flatten(1).abs().sum(1)
+    if reduce not in UNIFORMITY_REDUCTIONS:
+        raise ValueError(f"uniformity: reduce={reduce!r}; choose from {UNIFORMITY_REDUCTIONS}")
+    d_qp = (s_q - s_p).flatten(1).abs()
+    d_qn = (s_q - s_n).flatten(1).abs()
+    d_qp, d_qn = (d_qp.sum(1), d_qn.sum(1)) if reduce == "sum" else (d_qp.mean(1), d_qn.mean(1))
     gap = d_qp - d_qn if form == "text" else d_qn - d_qp
     return F.relu(gap + margin).mean()

@@ -8,6 +8,7 @@ from reidnb.complexity import count_params
 from reidnb.data.transforms import BatchAugment
 from reidnb.papers.jeong2020 import jeong2020_experiment
 from reidnb.models import build_model
+from reidnb.models.jeong2020 import Jeong2020
 from reidnb.train.objectives import SiameseObjective
 
 
@@ -162,7 +163,20 @@ def test_jeong2020_variants_differ_as_table5_rows():
     assert jeong2020_experiment("paper", backbone="vgg").model_kwargs["backbone"] == "vgg16"
     gpu = jeong2020_experiment("gpu")   # 256x128 ResNet-50: layer3 is 16x8, no padding needed
     assert (gpu.height, gpu.model_kwargs["encoder_padding"]) == (256, False)
-    assert jeong2020_experiment("synthetic").model_kwargs["encoder_padding"] is True
+    synth = jeong2020_experiment("synthetic")
+    # the paper's unpadded module at 128x64: layer3's 8x4 map takes two encoder convolutions,
+    # as the paper's own 8x4 map after layer4 does (Sec. 4.4.2)
+    assert (synth.model_kwargs["encoder_padding"], synth.model_kwargs["encoder_convs"]) == (False, 2)
+    assert paper.model_kwargs["encoder_convs"] == 3
+    assert jeong2020_experiment("paper", stage="layer4").model_kwargs["encoder_convs"] == 2
+    # a trained IDE trunk gets a near-identity module; an ImageNet trunk the paper's random one
+    assert synth.model_kwargs["module_init"] == "identity"
+    assert paper.model_kwargs["module_init"] == "default"
+    assert synth.objective_kwargs["unif_reduce"] == "mean"
+    assert jeong2020_experiment("synthetic", "am", unif_weight=3.0).objective_kwargs[
+        "unif_weight"] == 0.0   # the weight is the full variant's only
+    with pytest.raises(ValueError, match="must be >= 0"):
+        jeong2020_experiment("synthetic", unif_margin=-0.1)
     l4 = jeong2020_experiment("synthetic", stage="layer4", seed=2, train={"epochs": 1})
     assert l4.name == "jeong2020_full_layer4" and l4.train.seed == 2 and l4.train.epochs == 1
     with pytest.raises(ValueError, match="variant='ul'"):
@@ -199,3 +213,65 @@ def test_score_distances_ratio_is_nan_for_a_collapsed_score_head():
     out = score_distances(Constant(), torch.zeros(4, 3, 2, 2), torch.tensor([0, 0, 1, 1]),
                           torch.tensor([0, 1, 0, 1]))
     assert out["different people"] == 0.0 and np.isnan(out["ratio"])
+
+
+def test_fitting_encoder_convs_follows_the_papers_rule():
+    from reidnb.models.jeong2020 import fitting_encoder_convs
+
+    assert fitting_encoder_convs(16, 8) == 3    # the paper's layer3 map
+    assert fitting_encoder_convs(8, 4) == 2     # the paper's layer4 map (Sec. 4.4.2)
+    assert fitting_encoder_convs(4, 2) == 1
+    with pytest.raises(ValueError, match="too small"):
+        fitting_encoder_convs(1, 1)
+    net = Jeong2020(5, backbone="resnet18", pretrained=False, stage="layer3", encoder_convs=2)
+    with torch.no_grad():
+        mask = net(torch.zeros(2, 3, 128, 64)).extras["ed_att"]
+    assert mask.shape == (2, 1, 8, 4)   # the unpadded hourglass gives the map back at full size
+
+
+def test_identity_module_init_starts_close_to_the_identity_and_still_learns():
+    from reidnb.models.jeong2020 import IDENTITY_BIAS, UniformityAttention
+
+    torch.manual_seed(0)
+    fmap = torch.randn(2, 32, 16, 8)
+    block = UniformityAttention(32, mid_channels=16, init="identity")
+    out = block(fmap)
+    scale = torch.sigmoid(torch.tensor(IDENTITY_BIAS)) ** 2
+    assert torch.allclose(out, fmap * scale, atol=1e-6)   # every cell and channel alike
+    rand = UniformityAttention(32, mid_channels=16)       # PyTorch's default: a random mask
+    assert not torch.allclose(rand(fmap), fmap * rand.maps["ed_att"].mean(), atol=1e-3)
+    out.square().sum().backward()
+    last = block.encoder_decoder.last_conv()
+    assert last.weight.grad.abs().sum() > 0 and block.channel.expand.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs mask_activation='sigmoid'"):
+        UniformityAttention(32, mid_channels=16, init="identity", mask_activation="relu")
+    with pytest.raises(ValueError, match="module init='zero'"):
+        UniformityAttention(32, mid_channels=16, init="zero")
+
+
+def test_mean_uniformity_does_not_depend_on_the_map_size():
+    torch.manual_seed(0)
+    q, p, n = (torch.rand(4, 1, 2, 2) for _ in range(3))
+    big = [t.repeat_interleave(2, 2).repeat_interleave(2, 3) for t in (q, p, n)]  # 4x4, same content
+    for form in ("text", "printed"):
+        small_mean = losses.uniformity(q, p, n, 0.1, form, reduce="mean")
+        assert torch.allclose(losses.uniformity(*big, 0.1, form, reduce="mean"), small_mean)
+        # the summed form scales with the cells: 4x the cells needs 4x the margin to match
+        assert torch.allclose(losses.uniformity(*big, 1.6, form, reduce="sum"),
+                              4 * losses.uniformity(q, p, n, 0.4, form, reduce="sum"))
+    with pytest.raises(ValueError, match="reduce='max'"):
+        losses.uniformity(q, p, n, reduce="max")
+
+
+def test_bag_change_pair_is_chosen_from_the_data():
+    from reidnb.data import synthetic
+    from reidnb.data.synth_render import NUM_CAMERAS, sample_identities
+
+    pair, info = synthetic.bag_change_pair(seed=7)
+    assert pair.shape == (2, 128, 64, 3) and pair.dtype == np.uint8
+    person = sample_identities(info["identity"] + 1, np.random.default_rng([7, 1]))[-1]
+    assert person.bag != "none" and person.bag == info["bag"]
+    assert info["visible_in"] in person.bag_cams and info["hidden_in"] not in person.bag_cams
+    assert 1 <= info["hidden_in"] <= NUM_CAMERAS
+    with pytest.raises(ValueError, match="bag_visible_prob=1.0"):
+        synthetic.bag_change_pair(knobs=synthetic.SynthKnobs(bag_visible_prob=1.0), max_ids=20)

@@ -409,3 +409,34 @@ def save_contact_sheet(path: Union[str, os.PathLike], seed: int = 0, n_ids: int 
     im = im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
     im.save(path)
     return Path(path)
+
+
+def bag_change_pair(seed: int = 7, view: str = "back", knobs: Optional[SynthKnobs] = None,
+                    height: int = 128, width: int = 64, max_ids: int = 200
+                    ) -> tuple[np.ndarray, dict]:
+    """One person who carries a bag, seen by a camera that shows it and by one that does not,
+    both from the same `view`: the "camera change" case of jeong2020's Fig. 5b, chosen from the
+    data (the first such identity of the set `seed`, the lowest-numbered camera of each kind).
+    Both images are rendered without occluders, so the pair differs only by the camera's scene
+    and light and by the bag.
+
+    Returns uint8 (2, H, W, 3), bag visible first, and a dict with the identity's index, its
+    bag and the two cameras (1-based). ValueError when none of the first `max_ids` identities
+    qualifies (e.g. bag_visible_prob of 0 or 1)."""
+    knobs = knobs or SynthKnobs()
+    people = sample_identities(max_ids, np.random.default_rng([seed, 1]), knobs)
+    cameras = make_cameras(np.random.default_rng([seed, 2]), knobs)
+    clear = replace(knobs, occlusion_prob=0.0)
+    for i, person in enumerate(people):
+        shown = sorted(person.bag_cams)
+        hidden = [c for c in range(1, NUM_CAMERAS + 1) if c not in person.bag_cams]
+        if person.bag == "none" or not shown or not hidden:
+            continue
+        pair = np.stack([render(person, cameras[c - 1], view,
+                                np.random.default_rng([seed, 13, i, c]), clear, height, width)
+                         for c in (shown[0], hidden[0])])
+        return pair, {"identity": i, "bag": person.bag, "visible_in": shown[0],
+                      "hidden_in": hidden[0]}
+    raise ValueError(f"bag_change_pair: none of the first {max_ids} identities of set {seed} "
+                     f"carries a bag that one camera shows and another hides (bag_prob="
+                     f"{knobs.bag_prob}, bag_visible_prob={knobs.bag_visible_prob})")

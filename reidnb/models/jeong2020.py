@@ -36,7 +36,17 @@ Choices where the paper is silent or ambiguous (each one argument). The module:
   cropped back to its input size is (the kernel flipped).
 - `encoder_kernels`: the paper's (3, 3, 2); after layer4 it drops one encoder convolution
   (Sec. 4.4.2). On its 8 x 4 map only dropping a 3x3 leaves a non-empty map, giving (3, 2). The
-  decoder mirrors the encoder.
+  decoder mirrors the encoder. `fitting_encoder_convs` generalises that rule to any map: the
+  most of the paper's convolutions that leave the encoded map non-empty (3 on 16 x 8, as the
+  paper after layer3; 2 on 8 x 4, as the paper after layer4; 1 on 4 x 2).
+- `module_init`: the paper inserts a randomly initialised module into an ImageNet trunk.
+  "default" is that (PyTorch's initialisation): both sigmoids start near 0.5, so the module
+  first hands layer4 about a quarter of F, times a random mask. "identity" starts the module
+  close to the identity, so a trained trunk keeps working when it is inserted: the last layer of
+  each branch has zero weights and bias `IDENTITY_BIAS`, so A_ch = A_ed = sigmoid(3) = 0.95
+  everywhere and F_hat = 0.91 F at the first step, while every weight still gets a gradient
+  (the last layers' through their inputs, the others once those are non-zero). Needs the
+  sigmoid mask.
 
 The model:
 - `last_stride=2`: Table 1 has layer4 at 8 x 4 for a 256 x 128 input.
@@ -70,6 +80,8 @@ from .heads import ReIDOutput
 
 PAPER_KERNELS: tuple[int, ...] = (3, 3, 2)   # Table 1's encoder: 3x3, 3x3, 2x2
 MASK_ACTIVATIONS = ("sigmoid", "relu", "identity")
+MODULE_INITS = ("default", "identity")
+IDENTITY_BIAS = 3.0   # sigmoid(3) = 0.953: the near-identity start of `module_init="identity"`
 
 
 def encoder_kernels_for(num_convs: int) -> tuple[int, ...]:
@@ -77,6 +89,18 @@ def encoder_kernels_for(num_convs: int) -> tuple[int, ...]:
     if not 1 <= num_convs <= len(PAPER_KERNELS):
         raise ValueError(f"encoder_convs must be 1..{len(PAPER_KERNELS)}, got {num_convs}")
     return PAPER_KERNELS[len(PAPER_KERNELS) - num_convs:]
+
+
+def fitting_encoder_convs(height: int, width: int) -> int:
+    """The most of the paper's encoder convolutions (dropping the first ones, as Sec. 4.4.2 does
+    after layer4) whose unpadded encoder leaves a `height` x `width` map non-empty: 3 for the
+    paper's layer3 map (16 x 8), 2 for its layer4 map (8 x 4). ValueError when not even one fits."""
+    for n in range(len(PAPER_KERNELS), 0, -1):
+        sizes = hourglass_sizes(height, width, encoder_kernels_for(n), padding=False)
+        if min(min(s) for s in sizes[:n]) >= 1:
+            return n
+    raise ValueError(f"fitting_encoder_convs: a {height}x{width} map is too small for even one "
+                     f"unpadded {PAPER_KERNELS[-1]}x{PAPER_KERNELS[-1]} convolution")
 
 
 def hourglass_sizes(height: int, width: int, kernels: tuple[int, ...], padding: bool
@@ -156,6 +180,11 @@ class EncoderDecoderAttention(nn.Module):
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
 
+    def last_conv(self) -> nn.Module:
+        """The decoder's last convolution (the one that writes the mask's single channel)."""
+        last = self.decoder[-1]
+        return last[-1] if isinstance(last, nn.Sequential) else last
+
     def check_fits(self, height: int, width: int) -> None:
         """Raise ValueError (naming stage, map size and fixes) if the unpadded encoder empties it."""
         if self.padding:
@@ -195,11 +224,20 @@ class UniformityAttention(AttentionBlock):
 
     def __init__(self, channels: int, *, reduction: int = 16, mid_channels: int = 256,
                  encoder_kernels: tuple[int, ...] = PAPER_KERNELS, padding: bool = False,
-                 mask_activation: str = "sigmoid", stage: str = "?", stride: int | None = None):
+                 mask_activation: str = "sigmoid", stage: str = "?", stride: int | None = None,
+                 init: str = "default"):
         super().__init__()
         self.channel = ChannelAttention(channels, reduction)
         self.encoder_decoder = EncoderDecoderAttention(channels, mid_channels, encoder_kernels,
                                                        padding, mask_activation, stage, stride)
+        if init not in MODULE_INITS:
+            raise ValueError(f"module init={init!r}; choose from {MODULE_INITS}")
+        if init == "identity":
+            if mask_activation != "sigmoid":
+                raise ValueError("module init='identity' needs mask_activation='sigmoid'")
+            for last in (self.channel.expand, self.encoder_decoder.last_conv()):
+                nn.init.zeros_(last.weight)
+                nn.init.constant_(last.bias, IDENTITY_BIAS)
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         a_ch = self.channel(fmap)
@@ -228,7 +266,7 @@ class Jeong2020(nn.Module):
                  reduction: int = 16, mid_channels: int = 256, encoder_convs: int | None = None,
                  encoder_padding: bool = False, mask_activation: str = "sigmoid",
                  score_activation: str = "sigmoid", embed_dim: int = 512, embed_bn: bool = True,
-                 classifier_hidden: int | None = None):
+                 classifier_hidden: int | None = None, module_init: str = "default"):
         super().__init__()
         self.backbone = build_backbone(backbone, pretrained=pretrained, last_stride=last_stride)
         if stage not in self.backbone.stage_names:
@@ -242,7 +280,8 @@ class Jeong2020(nn.Module):
             self.attention = UniformityAttention(
                 info["num_chs"], reduction=reduction, mid_channels=mid_channels,
                 encoder_kernels=encoder_kernels_for(encoder_convs), padding=encoder_padding,
-                mask_activation=mask_activation, stage=stage, stride=info["reduction"])
+                mask_activation=mask_activation, stage=stage, stride=info["reduction"],
+                init=module_init)
         channels = self.backbone.out_channels
         if score_activation not in ("sigmoid", "identity"):
             raise ValueError(f"score_activation={score_activation!r}; choose 'sigmoid' or "

@@ -89,8 +89,8 @@ def require_extra(out, ctx: BatchContext, key: str, term: str, what: str,
     return extras[key]
 
 
-def uniformity_term(out, ctx: BatchContext, margin: float = 1.0, form: str = "text"
-                    ) -> torch.Tensor:
+def uniformity_term(out, ctx: BatchContext, margin: float = 1.0, form: str = "text",
+                    reduce: str = "sum") -> torch.Tensor:
     """jeong2020's uniformity loss (Eq. 8, `losses.uniformity`) on the attention scores of the
     anchors, positives and negatives of an APN batch."""
     if not ctx.apn:
@@ -98,7 +98,7 @@ def uniformity_term(out, ctx: BatchContext, margin: float = 1.0, form: str = "te
                          "(SiameseObjective or TripletObjective)")
     scores = require_extra(out, ctx, "score", "uniformity term",
                            "an attention score map, (B,1,H,W)", "Jeong2020").float()
-    return losses.uniformity(*scores.chunk(3), margin=margin, form=form)
+    return losses.uniformity(*scores.chunk(3), margin=margin, form=form, reduce=reduce)
 
 
 #: Term functions by name, `fn(out, ctx, **params) -> scalar tensor` (or None where it cannot be
@@ -329,7 +329,7 @@ class SiameseObjective:
     asked for through `model(images, pairs=...)`); L_unif is the
     uniformity loss on the attention scores extras["score"] (Eq. 8, `losses.uniformity`), the
     first of the objective's terms: `Term("unif", unif_weight, uniformity_term,
-    {"margin": unif_margin, "form": unif_form})`, followed by `extra_terms` (see the module
+    {"margin": unif_margin, "form": unif_form, "reduce": unif_reduce})`, followed by `extra_terms` (see the module
     docstring); they are logged between the verification and the identification losses.
     An epoch draws `anchors_per_epoch` anchors (default: as many as training images), every
     identity once per round. `unif_weight=0` gives Table 5's "+AM" and baseline rows; the
@@ -346,6 +346,7 @@ class SiameseObjective:
     unif_weight: float = 1.0
     unif_margin: float = 1.0
     unif_form: str = "text"
+    unif_reduce: str = "sum"
     label_smoothing: float = 0.0
     val_triplets: int = 512
     extra_terms: Sequence[Term | dict] = ()
@@ -356,7 +357,8 @@ class SiameseObjective:
             raise ValueError(f"SiameseObjective: unif_form={self.unif_form!r}; choose from "
                              f"{losses.UNIFORMITY_FORMS}")
         unif = Term("unif", self.unif_weight, uniformity_term,
-                    {"margin": self.unif_margin, "form": self.unif_form})
+                    {"margin": self.unif_margin, "form": self.unif_form,
+                     "reduce": self.unif_reduce})
         self._terms = build_terms([unif, *self.extra_terms], reserved=("id", "ver"))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
