@@ -105,8 +105,10 @@ def test_uniformity_term_refuses_a_batch_that_is_not_anchor_positive_negative():
 # --- the Siamese objective's terms come from its existing kwargs -----------------------------
 
 def test_siamese_uniformity_is_its_first_term_built_from_its_kwargs():
-    obj = SiameseObjective(_cache(), unif_weight=0.5, unif_margin=0.7, unif_form="printed")
-    assert obj._terms == [Term("unif", 0.5, uniformity_term, {"margin": 0.7, "form": "printed"})]
+    obj = SiameseObjective(_cache(), unif_weight=0.5, unif_margin=0.7, unif_form="printed",
+                           unif_reduce="mean")
+    assert obj._terms == [Term("unif", 0.5, uniformity_term, {"margin": 0.7, "form": "printed",
+                                                             "reduce": "mean"})]
     assert IdentityObjective(_cache())._terms == [] and TripletObjective(_cache())._terms == []
 
 
@@ -220,3 +222,17 @@ def test_register_term_refuses_a_duplicate_name(dummy_registered):
         register_term("unif", feat_energy)
     with pytest.raises(ValueError, match="term 'dummy' is already registered"):
         register_term("dummy", feat_energy)
+
+
+def test_triplet_objective_with_p_identities_draws_distinct_anchor_identities():
+    cache = _cache(n_ids=6, per_id=4)
+    pids = cache.pids.numpy()
+    batches = TripletObjective(cache, num_identities=3, triplets_per_epoch=12).epoch_batches(
+        np.random.default_rng(0))
+    assert len(batches) == 4 and all(b.shape == (3, 3) for b in batches)
+    for b in batches:
+        assert len(set(pids[b[:, 0]])) == 3                    # P distinct anchor identities
+        assert (pids[b[:, 0]] == pids[b[:, 1]]).all() and (pids[b[:, 0]] != pids[b[:, 2]]).all()
+    # uniform anchors (no num_identities) may repeat an identity within a batch
+    uniform = TripletObjective(cache, batch_size=6).epoch_batches(np.random.default_rng(0))
+    assert any(len(set(pids[b[:, 0]])) < len(b) for b in uniform)

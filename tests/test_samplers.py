@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from reidnb.data.samplers import (identity_batches, pair_indices, shuffled_batches,
-                                  triplet_indices)
+from reidnb.data.samplers import (identity_batches, identity_triplet_batches, pair_indices,
+                                  shuffled_batches, triplet_indices)
 
 PIDS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4])
 CAMS = np.array([0, 1, 1, 0, 0, 0, 1, 2, 2, 1, 0, 3])
@@ -69,3 +69,28 @@ def test_split_by_identity_is_disjoint_and_seeded():
     assert not np.array_equal(va, split_by_identity(pids, 0.2, seed=2)[1])
     with pytest.raises(ValueError, match="cannot hold out"):
         split_by_identity(np.array([0, 0, 1, 1]), 0.9)
+
+
+def test_identity_triplet_batches_have_p_identities_each_with_a_positive_and_a_negative():
+    batches = identity_triplet_batches(PIDS, CAMS, num_identities=3, num_anchors=10,
+                                       rng=np.random.default_rng(0))
+    assert len(batches) == 3 and all(b.shape == (3, 3) for b in batches)  # 10 // P=3
+    for b in batches:
+        a, p, n = b.T
+        assert len(set(PIDS[a].tolist())) == 3              # P distinct anchor identities
+        assert (PIDS[p] == PIDS[a]).all() and (PIDS[n] != PIDS[a]).all()
+        has_other_cam = np.array([(CAMS[PIDS == PIDS[i]] != CAMS[i]).any() for i in a])
+        assert (CAMS[p][has_other_cam] != CAMS[a][has_other_cam]).all()
+
+
+def test_identity_triplet_batches_are_the_siamese_objectives_batches():
+    from reidnb.train.objectives import SiameseObjective
+    from tiny_model import random_cache
+
+    cache = random_cache(n_ids=7, per_id=3)
+    obj = SiameseObjective(cache, num_identities=3, anchors_per_epoch=12)
+    ours = identity_triplet_batches(cache.pids.numpy(), cache.camids.numpy(), 3, 12,
+                                    np.random.default_rng(5))
+    theirs = obj.epoch_batches(np.random.default_rng(5))
+    assert len(ours) == len(theirs) == 4
+    assert all((x == y).all() for x, y in zip(ours, theirs))

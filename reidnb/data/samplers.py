@@ -9,6 +9,8 @@ they are independent of how images are stored and which pipeline consumes the in
 - `pair_indices`: Siamese pairs with a same/different label (verification losses: jeong2020, jamal2020,
   zheng2019).
 - `triplet_indices`: anchor / positive / negative triplets (the lakshmi tutorial's APN set).
+- `identity_triplet_batches`: batches of P anchors of P distinct identities, each with a positive
+  and a negative (jeong2020 Sec. 4.2; the lakshmi tutorial's training batches).
 - `split_by_identity`: a train / validation split with disjoint identities.
 """
 
@@ -107,6 +109,23 @@ def triplet_indices(pids: np.ndarray, camids: np.ndarray, rng: np.random.Generat
         out[row] = (a, _pick_positive(int(a), groups[pid], camids, rng, cross_camera),
                     _pick_negative(pid, pids, rng))
     return out
+
+
+def identity_triplet_batches(pids: np.ndarray, camids: np.ndarray, num_identities: int,
+                             num_anchors: int, rng: np.random.Generator,
+                             cross_camera: bool = True) -> list[np.ndarray]:
+    """One epoch of (P, 3) anchor / positive / negative index batches whose P anchors are of P
+    distinct identities: max(1, num_anchors // P) batches, drawn in rounds in which every
+    identity is an anchor once (`identity_batches` with K = 1); positives and negatives as in
+    `triplet_indices`. The batches SiameseObjective draws, for the same rng."""
+    pids = np.asarray(pids)
+    n_batches = max(1, num_anchors // num_identities)
+    anchor_batches: list[np.ndarray] = []
+    while len(anchor_batches) < n_batches:
+        anchor_batches += identity_batches(pids, num_identities, 1, rng)
+    anchors = np.concatenate(anchor_batches[:n_batches])
+    trip = triplet_indices(pids, camids, rng, anchors=anchors, cross_camera=cross_camera)
+    return list(trip.reshape(n_batches, num_identities, 3))
 
 
 def pair_indices(pids: np.ndarray, camids: np.ndarray, rng: np.random.Generator,

@@ -28,7 +28,8 @@ from torch import nn
 
 from .. import losses
 from ..data.cache import ImageCache
-from ..data.samplers import identity_batches, shuffled_batches, triplet_indices
+from ..data.samplers import (identity_batches, identity_triplet_batches, shuffled_batches,
+                             triplet_indices)
 from ..data.transforms import BatchAugment, normalize
 
 
@@ -259,7 +260,9 @@ class IdentityObjective:
 @dataclass
 class TripletObjective:
     """Anchor / positive / negative triplets drawn at random (the lakshmi tutorial's APN set);
-    `extra_terms` (see the module docstring) are logged after the triplet loss."""
+    `extra_terms` (see the module docstring) are logged after the triplet loss. Anchors are drawn
+    uniformly, or, with `num_identities` = P, as batches of P anchors of P distinct identities
+    (`samplers.identity_triplet_batches`; `batch_size` is then unused)."""
 
     cache: ImageCache
     augment: BatchAugment = field(default_factory=BatchAugment)
@@ -267,6 +270,7 @@ class TripletObjective:
     margin: float = 1.0
     cross_camera: bool = True
     triplets_per_epoch: int | None = None   # None: every image is an anchor once per epoch
+    num_identities: int | None = None       # P anchors of P identities a batch; None: uniform
     extra_terms: Sequence[Term | dict] = ()
     _terms: list[Term] = field(init=False, repr=False)
 
@@ -275,6 +279,10 @@ class TripletObjective:
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         n = len(self.cache)
+        if self.num_identities is not None:
+            return identity_triplet_batches(
+                self.cache.pids.cpu().numpy(), self.cache.camids.cpu().numpy(),
+                self.num_identities, self.triplets_per_epoch or n, rng, self.cross_camera)
         anchors = None
         if self.triplets_per_epoch is not None and self.triplets_per_epoch < n:
             anchors = np.sort(rng.choice(n, size=self.triplets_per_epoch, replace=False))
@@ -364,15 +372,9 @@ class SiameseObjective:
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """(P, 3) anchor / positive / negative index arrays, P distinct identities each."""
         pids = self.cache.pids.cpu().numpy()
-        target = self.anchors_per_epoch or len(pids)
-        n_batches = max(1, target // self.num_identities)
-        anchor_batches: list[np.ndarray] = []
-        while len(anchor_batches) < n_batches:   # each round: every identity once
-            anchor_batches += identity_batches(pids, self.num_identities, 1, rng)
-        anchors = np.concatenate(anchor_batches[:n_batches])
-        trip = triplet_indices(pids, self.cache.camids.cpu().numpy(), rng, anchors=anchors,
-                               cross_camera=self.cross_camera)
-        return list(trip.reshape(n_batches, self.num_identities, 3))
+        return identity_triplet_batches(pids, self.cache.camids.cpu().numpy(),
+                                        self.num_identities, self.anchors_per_epoch or len(pids),
+                                        rng, self.cross_camera)
 
     @staticmethod
     def _pairs(num_triplets: int, device) -> tuple[torch.Tensor, torch.Tensor]:
