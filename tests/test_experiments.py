@@ -139,7 +139,9 @@ def test_jeong2020_bag_runs_reuse_table5_at_the_default_visibility():
     from reidnb.papers.jeong2020 import jeong2020_bag_runs, jeong2020_experiment, jeong2020_plan
 
     runs = jeong2020_bag_runs("synthetic")
-    assert sorted({p for _, p in runs}) == [0.5, 0.8]
+    # four levels (the trend rule's minimum), baseline and full model at each
+    assert sorted({p for _, p in runs}) == [0.2, 0.5, 0.8, 1.0]
+    assert sorted({v for v, _ in runs}) == ["baseline", "full"]
     assert runs[("full", 0.8)].key() == jeong2020_experiment("synthetic", "full").key()
     plan_keys = {e.key() for e in jeong2020_plan("synthetic")["bag_sweep"]}
     assert plan_keys == {e.key() for (v, p), e in runs.items() if p != 0.8}
