@@ -45,9 +45,11 @@ def test_tutorial_rows_cost_what_the_adam_rows_cost(profile):
         assert b.train.optimizer == "adam" and a.run_name != b.run_name
 
 
-def test_tutorial_pair_sees_the_same_number_of_training_images():
+@pytest.mark.parametrize("pair", [("tutorial", "tutorial_batch_hard"),
+                                  ("random_triplet", "batch_hard")])
+def test_each_triplet_pair_sees_the_same_number_of_training_images(pair):
     exps = lakshmi_experiments("synthetic")
-    rt, bh = exps["tutorial"], exps["tutorial_batch_hard"]
+    rt, bh = exps[pair[0]], exps[pair[1]]
     train_ids = 200 - round(rt.val_fraction * 200)
     seen_rt = rt.train.epochs * rt.objective_kwargs["triplets_per_epoch"] * 3
     p, k = bh.objective_kwargs["num_identities"], bh.objective_kwargs["num_instances"]
