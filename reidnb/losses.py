@@ -5,13 +5,15 @@ Shapes: B = batch, C = identities, D = embedding size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
                   ) -> torch.Tensor:
-    """Identity loss (B,C),(B,) -> scalar; `label_smoothing` eps as in Szegedy et al. 2016 (li2019 Eq. 6)."""
+    """Identity loss (B,C),(B,) -> scalar; `label_smoothing` eps as in Szegedy et al. 2016 (li2019 Eq. 9)."""
     return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
 
 
@@ -79,3 +81,32 @@ def uniformity(s_q: torch.Tensor, s_p: torch.Tensor, s_n: torch.Tensor, margin: 
     d_qp, d_qn = (d_qp.sum(1), d_qn.sum(1)) if reduce == "sum" else (d_qp.mean(1), d_qn.mean(1))
     gap = d_qp - d_qn if form == "text" else d_qn - d_qp
     return F.relu(gap + margin).mean()
+
+
+LABEL_SMOOTHING_FORMS = ("target", "printed")
+
+
+def label_smoothing_ce(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.1,
+                       form: str = "target") -> torch.Tensor:
+    """Label-smoothed identity loss (B,C),(B,) -> scalar, in the two readings of li2019 Eq. 9.
+
+    `form="target"`: smoothing of the target (Szegedy et al. 2016, li2019's ref. [32]): cross
+    entropy against q = (1 - eps) onehot + eps / C; this is `cross_entropy(..., eps)`.
+    `form="printed"`: Eq. 9 as typeset, which puts the mixture inside the log on the predicted
+    probability of the true class: -mean log((1 - eps) p_y + eps / C), p = softmax(logits).
+    That loss is bounded by -log(eps / C) and its gradient fades on confidently wrong samples.
+    Both equal plain cross entropy at eps = 0. Sec. 3.3 uses eps = 0.1, C = identities.
+    """
+    if form not in LABEL_SMOOTHING_FORMS:
+        raise ValueError(f"label_smoothing_ce: form={form!r}; choose from "
+                         f"{LABEL_SMOOTHING_FORMS}")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"label_smoothing_ce: eps must be in [0, 1), got {eps}")
+    if form == "target":
+        return cross_entropy(logits, targets, label_smoothing=eps)
+    log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+    if eps == 0.0:
+        return -log_p.mean()
+    mixed = torch.logaddexp(log_p + math.log1p(-eps),
+                            torch.full_like(log_p, math.log(eps / logits.shape[1])))
+    return -mixed.mean()

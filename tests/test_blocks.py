@@ -17,7 +17,16 @@ BLOCK_CASES = {
         ({"mid_channels": 16, "padding": False}, (64, 16, 8)),   # the paper's unpadded encoder
         ({"mid_channels": 16, "encoder_kernels": (3, 2), "mask_activation": "identity"},
          (64, 8, 4)),
+        # (init="identity" is left out: its zero last layers give the layers before them no
+        # gradient at the first step, by design; tests/test_jeong2020.py checks that start)
     ],
+    # alpha starts at 0 in the paper (Eq. 6), which gives f, g and h no gradient at the first
+    # step; the contract's gradient check needs a non-zero start
+    "li2019_self": [({"alpha_init": 0.5}, (64, 8, 4)),
+                    ({"alpha_init": 0.5, "reduce_h": True, "kernel_size": 3, "scale": True},
+                     (64, 8, 4)),
+                    ({"alpha_init": 0.5, "score": "sigmoid_rownorm"}, (64, 4, 2))],
+    "li2019_spatial": [({}, (64, 8, 4)), ({"over": "channels"}, (64, 8, 4))],
 }
 CASES = [pytest.param(name, options, shape, id=f"{name}-{i}")
          for name, cases in BLOCK_CASES.items() for i, (options, shape) in enumerate(cases)]

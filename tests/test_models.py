@@ -55,6 +55,8 @@ MODEL_CASES = {
     "embedding": [{"embed_dim": 16}, {"embed_dim": 16, "l2_normalize": True}],
     "jeong2020": [{"encoder_padding": True}, {"attention": False},
                   {"encoder_padding": True, "stage": "layer2", "classifier_hidden": 8}],
+    "li2019": [{}, {"attention": None}, {"alpha_init": 0.5, "score": "sigmoid", "last_stride": 1},
+               {"attention": "spatial", "over": "channels", "pool": "max", "bnneck": True}],
 }
 
 
