@@ -236,3 +236,64 @@ def test_triplet_objective_with_p_identities_draws_distinct_anchor_identities():
     # uniform anchors (no num_identities) may repeat an identity within a batch
     uniform = TripletObjective(cache, batch_size=6).epoch_batches(np.random.default_rng(0))
     assert any(len(set(pids[b[:, 0]])) < len(b) for b in uniform)
+
+
+# --- label smoothing in the identity objective (li2019 Eq. 9) --------------------------------
+
+def _confident_model():
+    """PairNet whose classifier gives spread logits (its default start, std 0.001, gives nearly
+    uniform predictions, where both smoothing forms are close to log C)."""
+    torch.manual_seed(0)
+    model = PairNet(num_classes=6, score=False)
+    nn.init.normal_(model.head.classifier.weight, std=3.0)
+    return model
+
+
+def _id_objective(**kw):
+    return IdentityObjective(_cache(), augment=_aug(), sampler="pk", num_identities=3,
+                             num_instances=2, **kw)
+
+
+def _logits_and_pids(obj, model):
+    """The logits and labels of `_step`'s batch, computed again."""
+    batch = obj.epoch_batches(np.random.default_rng(0))[0]
+    images, pids = objectives._batch(obj.cache, batch, obj.augment,
+                                     torch.Generator().manual_seed(0), CPU)
+    return model(images).logits.float(), pids
+
+
+def test_identity_objective_label_smoothing_form_default_keeps_the_old_loss():
+    from reidnb import losses
+
+    assert IdentityObjective.__dataclass_fields__["label_smoothing_form"].default == "target"
+    default = _step(_id_objective(label_smoothing=0.1), _confident_model())
+    target = _step(_id_objective(label_smoothing=0.1, label_smoothing_form="target"),
+                   _confident_model())
+    assert torch.equal(default["loss_id"], target["loss_id"])
+    # the default is the cross entropy with smoothed targets the objective always computed
+    logits, pids = _logits_and_pids(_id_objective(), _confident_model())
+    assert default["loss_id"].item() == pytest.approx(
+        losses.cross_entropy(logits, pids, 0.1).item(), rel=1e-6)
+
+
+def test_identity_objective_printed_label_smoothing_gives_another_loss():
+    from reidnb import losses
+
+    target = _step(_id_objective(label_smoothing=0.1), _confident_model())
+    printed = _step(_id_objective(label_smoothing=0.1, label_smoothing_form="printed"),
+                    _confident_model())
+    assert printed["loss"].requires_grad
+    assert abs(printed["loss_id"].item() - target["loss_id"].item()) > 0.05
+    # it is losses.label_smoothing_ce(form="printed") of the same logits
+    logits, pids = _logits_and_pids(_id_objective(), _confident_model())
+    assert printed["loss_id"].item() == pytest.approx(
+        losses.label_smoothing_ce(logits, pids, 0.1, "printed").item(), rel=1e-6)
+    # both forms are plain cross entropy at eps = 0
+    plain_t = _step(_id_objective(), _confident_model())
+    plain_p = _step(_id_objective(label_smoothing_form="printed"), _confident_model())
+    assert plain_p["loss_id"].item() == pytest.approx(plain_t["loss_id"].item(), rel=1e-5)
+
+
+def test_identity_objective_refuses_an_unknown_label_smoothing_form():
+    with pytest.raises(ValueError, match=r"label_smoothing_form='eq9'.*'target', 'printed'"):
+        IdentityObjective(_cache(), label_smoothing_form="eq9")

@@ -192,8 +192,10 @@ class IdentityObjective:
 
     sampler="random": shuffled batches of `batch_size`; sampler="pk": P identities x K images.
     `id_weight=0` with `triplet_weight>0` is batch-hard triplet alone (Hermans et al. 2017), for a
-    model without a classifier. `extra_terms` (see the module docstring) are logged after
-    these, under their own names.
+    model without a classifier. `label_smoothing_form`: "target" (the default: cross entropy
+    against the smoothed target, Szegedy et al. 2016) or "printed" (li2019 Eq. 9 as typeset,
+    the mixture inside the log; `losses.label_smoothing_ce`). `extra_terms` (see the module
+    docstring) are logged after these, under their own names.
     """
 
     cache: ImageCache
@@ -207,11 +209,16 @@ class IdentityObjective:
     triplet_margin: float | None = 0.3
     id_weight: float = 1.0
     extra_terms: Sequence[Term | dict] = ()
+    label_smoothing_form: str = "target"
     _terms: list[Term] = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.id_weight <= 0 and self.triplet_weight <= 0:
             raise ValueError("IdentityObjective needs id_weight > 0 or triplet_weight > 0")
+        if self.label_smoothing_form not in losses.LABEL_SMOOTHING_FORMS:
+            raise ValueError(f"IdentityObjective: label_smoothing_form="
+                             f"{self.label_smoothing_form!r}; choose from "
+                             f"{losses.LABEL_SMOOTHING_FORMS}")
         self._terms = build_terms(self.extra_terms, reserved=("id", "triplet"))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
@@ -229,7 +236,11 @@ class IdentityObjective:
         result = {}
         total = 0.0
         if self.id_weight > 0:
-            loss_id = losses.cross_entropy(out.logits.float(), pids, self.label_smoothing)
+            if self.label_smoothing_form == "target":
+                loss_id = losses.cross_entropy(out.logits.float(), pids, self.label_smoothing)
+            else:
+                loss_id = losses.label_smoothing_ce(out.logits.float(), pids,
+                                                    self.label_smoothing, form="printed")
             result["loss_id"] = loss_id
             total = self.id_weight * loss_id
             result["acc"] = (out.logits.argmax(1) == pids).float().mean().detach()
