@@ -81,3 +81,14 @@ def test_prerequisites_name_the_trunk_source_run():
     assert chain[0].name == "ide" and papers.prerequisites(chain[0]) == []
     with pytest.raises(ValueError, match="no registered experiment makes"):
         papers.prerequisites(full.replace(trunk_from="ide-synthreid-0000000000"))
+
+
+def test_trunk_source_names_the_ide_run_or_none():
+    from reidnb.papers.ide import ide_experiment, trunk_source
+
+    assert trunk_source("synthetic", None, "ide", "resnet18") == ide_experiment("synthetic").run_name
+    assert trunk_source("synthetic", None, "imagenet", "resnet18") == ""
+    with pytest.raises(ValueError, match="this model's resnet50"):
+        trunk_source("synthetic", None, "ide", "resnet50")
+    with pytest.raises(ValueError, match="trunk='random'"):
+        trunk_source("synthetic", None, "random", "resnet18")

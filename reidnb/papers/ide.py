@@ -55,6 +55,35 @@ def ide_experiment(profile: str = "synthetic", dataset: str | None = None, seed:
                           warmup_epochs=0 if smoke else 1, seed=seed))
 
 
+def trunk_source(profile: str, dataset: str | None, trunk: str, arch: str) -> str:
+    """The run whose trained trunk initialises a paper's model (its `trunk_from`): the profile's
+    IDE run for `trunk="ide"` (the CPU profiles' stand-in for ImageNet), "" for
+    `trunk="imagenet"`. ValueError for another `trunk`, or when the IDE run's backbone is not
+    `arch` (the weights would not fit)."""
+    if trunk not in ("imagenet", "ide"):
+        raise ValueError(f"trunk={trunk!r}; choose 'imagenet' or 'ide'")
+    if trunk == "imagenet":
+        return ""
+    ide = ide_experiment(profile, dataset)
+    if ide.model_kwargs["backbone"] != arch:
+        raise ValueError(f"trunk='ide': the {profile} IDE run's trunk is "
+                         f"{ide.model_kwargs['backbone']}, this model's {arch}")
+    return ide.run_name
+
+
+def with_trunk(groups: dict[str, list[Experiment]], profile: str, dataset: str | None,
+               plan_name: str) -> dict[str, list[Experiment]]:
+    """A chapter's plan: `groups` preceded by "trunk", the IDE run whose trunk the groups' runs
+    start from (empty when none does). ValueError (naming `plan_name`) when a run starts from a
+    trunk that is not the profile's IDE run."""
+    trunks = sorted({e.trunk_from for group in groups.values() for e in group if e.trunk_from})
+    ide = ide_experiment(profile, dataset)
+    trunk = [ide] if ide.run_name in trunks else []
+    if len(trunks) > len(trunk):
+        raise ValueError(f"{plan_name}: trunks from runs outside the plan: {trunks}")
+    return {"trunk": trunk, **groups}
+
+
 #: name -> factory(profile, dataset=None, seed=0): what `reidnb run NAME` can train
 EXPERIMENTS = {"ide": ide_experiment}
 #: run name -> the claims-ledger rows (paper, table, method) it reproduces

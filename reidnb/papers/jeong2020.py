@@ -9,7 +9,7 @@ import functools
 
 from ..experiments import SYNTH_SIZE, Experiment, check_profile
 from ..train.engine import TrainConfig
-from .ide import ide_experiment
+from .ide import trunk_source, with_trunk
 
 PAPER = "jeong2020"
 CHAPTER = "04_jeong2020_uniformity"
@@ -96,15 +96,7 @@ def jeong2020_experiment(profile: str = "synthetic", variant: str = "full",
         arch = "resnet50"
     trunk = trunk or ("ide" if profile in ("smoke", "synthetic") and backbone == "resnet"
                       else "imagenet")
-    if trunk not in ("imagenet", "ide"):
-        raise ValueError(f"trunk={trunk!r}; choose 'imagenet' or 'ide'")
-    trunk_from = ""
-    if trunk == "ide":
-        ide = ide_experiment(profile, dataset)
-        if ide.model_kwargs["backbone"] != arch:
-            raise ValueError(f"trunk='ide': the {profile} IDE run's trunk is "
-                             f"{ide.model_kwargs['backbone']}, this model's {arch}")
-        trunk_from = ide.run_name
+    trunk_from = trunk_source(profile, dataset, trunk, arch)
     cpu_lr = 0.04 if trunk == "ide" else 0.01
     module_init = module_init or ("identity" if trunk == "ide" else "default")
     height, width = (256, 128) if big else (128, 64)
@@ -235,12 +227,7 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
                    else [])
     groups = {"table5": table5, "table6": table6, "bag_sweep": sweep, "eq8_printed": printed,
               "uniformity": unif, "random_init": random_init}
-    trunks = sorted({e.trunk_from for group in groups.values() for e in group if e.trunk_from})
-    ide = ide_experiment(profile, dataset)
-    trunk = [ide] if ide.run_name in trunks else []
-    if len(trunks) > len(trunk):
-        raise ValueError(f"jeong2020_plan: trunks from runs outside the plan: {trunks}")
-    return {"trunk": trunk, **groups}
+    return with_trunk(groups, profile, dataset, "jeong2020_plan")
 
 
 def eq8_printed_experiment(profile: str = "synthetic", seed: int = 0,

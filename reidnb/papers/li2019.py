@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..experiments import SYNTH_SIZE, Experiment, check_profile
 from ..losses import LABEL_SMOOTHING_FORMS
 from ..train.engine import TrainConfig
-from .ide import ide_experiment
+from .ide import trunk_source, with_trunk
 
 PAPER = "li2019"
 CHAPTER = "05_li2019_self_attention"
@@ -130,15 +130,7 @@ def li2019_experiment(profile: str = "synthetic", variant: str = "full", seed: i
     big = paper or gpu
     arch = "resnet50" if big else "resnet18"
     trunk = trunk or ("ide" if profile in ("smoke", "synthetic") else "imagenet")
-    if trunk not in ("imagenet", "ide"):
-        raise ValueError(f"trunk={trunk!r}; choose 'imagenet' or 'ide'")
-    trunk_from = ""
-    if trunk == "ide":
-        ide = ide_experiment(profile, dataset)
-        if ide.model_kwargs["backbone"] != arch:
-            raise ValueError(f"trunk='ide': the {profile} IDE run's trunk is "
-                             f"{ide.model_kwargs['backbone']}, this model's {arch}")
-        trunk_from = ide.run_name
+    trunk_from = trunk_source(profile, dataset, trunk, arch)
     spec = LI2019_VARIANTS[variant]
     name = f"li2019_{variant}" + ("_printed_eq9" if smoothing_form == "printed" else "")
     exp = Experiment(
@@ -201,12 +193,7 @@ def li2019_plan(profile: str = "synthetic", dataset: str | None = None
         "table7": [li2019_experiment(profile, v, seed=first, dataset=dataset)
                    for v in TABLE7_VARIANTS],
     }
-    trunks = sorted({e.trunk_from for group in groups.values() for e in group if e.trunk_from})
-    ide = ide_experiment(profile, dataset)
-    trunk = [ide] if ide.run_name in trunks else []
-    if len(trunks) > len(trunk):
-        raise ValueError(f"li2019_plan: trunks from runs outside the plan: {trunks}")
-    return {"trunk": trunk, **groups}
+    return with_trunk(groups, profile, dataset, "li2019_plan")
 
 
 def _variant(variant: str):
