@@ -52,6 +52,11 @@ def t975(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df)
 
 
+def _is_percent(metric: str) -> bool:
+    """Rank-k and mAP are percentages, their differences "points"; anything else is not."""
+    return metric == "mAP" or (metric.startswith("rank") and metric[4:].isdigit())
+
+
 def _shown(metric: str) -> str:
     return f"rank-{metric[4:]}" if metric.startswith("rank") and metric[4:].isdigit() else metric
 
@@ -79,13 +84,20 @@ class Comparison:
         claim = f"{self.better} > {self.base} ({_shown(self.metric)})"
         if self.outcome == "not run":
             return f"{claim}: not run in this profile"
-        per_seed = ", ".join(f"seed {s}: {d:+.1f}" for s, d in sorted(self.diffs.items()))
+        fmt = "{:+.1f}" if _is_percent(self.metric) else "{:+.3g}"
+        per_seed = ", ".join(f"seed {s}: {fmt.format(d)}" for s, d in sorted(self.diffs.items()))
         if self.outcome == "not tested":
             n = self.seeds
             return (f"{claim}: not tested ({n} paired seed{'s' if n != 1 else ''}, "
                     f"{MIN_SEEDS} needed; {per_seed or 'no seed in common'})")
-        return (f"{claim}: {self.outcome} (mean {self.mean:+.1f} points, 95 % interval "
-                f"[{self.low:+.1f}, {self.high:+.1f}], {self.seeds} seeds: {per_seed})")
+        if _is_percent(self.metric):
+            mean = f"mean {self.mean:+.1f} points"
+            interval = f"[{self.low:+.1f}, {self.high:+.1f}]"
+        else:   # a ratio or a distance: no unit, three significant digits
+            mean = f"mean {self.mean:+.3g}"
+            interval = f"[{self.low:+.3g}, {self.high:+.3g}]"
+        return (f"{claim}: {self.outcome} ({mean}, 95 % interval {interval}, {self.seeds} "
+                f"seeds: {per_seed})")
 
 
 def compare(values: pd.DataFrame, better: str, base: str, metric: str = "rank1") -> Comparison:

@@ -106,3 +106,11 @@ def test_trend_slope_matches_a_hand_fit():
     assert t.slope == pytest.approx(2.0)
     half = 4.303 * math.sqrt(4 / 2 / 5)
     assert (t.low, t.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
+
+
+def test_a_ratio_is_not_written_in_points():
+    vals = pd.DataFrame([("a", s, 0.55) for s in range(3)] + [("b", s, 0.35 + 0.01 * s)
+                                                             for s in range(3)],
+                        columns=["label", "seed", "score ratio"])
+    line = verdicts.compare(vals, "a", "b", "score ratio").sentence()
+    assert "points" not in line and "seed 0: +0.2," in line and "mean +0.19," in line
