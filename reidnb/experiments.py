@@ -88,11 +88,7 @@ class Experiment:
     def key(self) -> str:
         """Hash of the configuration. Fields still at their neutral default are left out, so
         adding an option does not rename (and retrain) the runs made before it existed."""
-        d = {k: v for k, v in self.to_dict().items() if _NEUTRAL.get(k, object()) != v}
-        d["train"] = {k: v for k, v in d["train"].items()
-                      if _NEUTRAL_TRAIN.get(k, object()) != v}
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:10]
+        return config_hash(self.to_dict())
 
     @property
     def run_name(self) -> str:
@@ -120,6 +116,17 @@ class Experiment:
 _NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last", "trunk_from": "",
             "numerics": "native"}
 _NEUTRAL_TRAIN = {"channels_last": False, "compile": False}   # TrainConfig fields added later
+
+
+def config_hash(config: dict, without_seed: bool = False) -> str:
+    """The hash behind `Experiment.key` of a configuration dict (`Experiment.to_dict()`, or a
+    run record's "config"): fields at their neutral default left out. `without_seed=True`
+    drops `train.seed` too, so the runs of one configuration over several seeds share it."""
+    d = {k: v for k, v in config.items() if _NEUTRAL.get(k, object()) != v}
+    d["train"] = {k: v for k, v in dict(d.get("train") or {}).items()
+                  if not (without_seed and k == "seed") and _NEUTRAL_TRAIN.get(k, object()) != v}
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def _synth_version() -> str:

@@ -10,8 +10,6 @@ run name and data set (`current_records`), so records of older code do not enter
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import warnings
@@ -56,15 +54,12 @@ def load_records(*folders: str | Path, profile: str | None = None,
 
 def config_key(config: dict) -> str:
     """Hash of a run's configuration (`Experiment.to_dict()`, or a record's "config") without
-    its seed: the runs of one configuration over several seeds share it. Fields at their neutral
-    default are dropped first, as `Experiment.key` does, so records older than an option match."""
-    from .experiments import _NEUTRAL, _NEUTRAL_TRAIN
+    its seed: the runs of one configuration over several seeds share it
+    (`experiments.config_hash`, the hash behind run names, so records older than an option
+    match)."""
+    from .experiments import config_hash
 
-    d = {k: v for k, v in config.items() if _NEUTRAL.get(k, object()) != v}
-    d["train"] = {k: v for k, v in dict(d.get("train") or {}).items()
-                  if k != "seed" and _NEUTRAL_TRAIN.get(k, object()) != v}
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:10]
+    return config_hash(config, without_seed=True)
 
 
 def _record_time(rec: dict) -> float:
