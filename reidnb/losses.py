@@ -25,6 +25,17 @@ def pairwise_distances(x: torch.Tensor, y: torch.Tensor | None = None, squared: 
     return d2 if squared else d2.clamp_min(1e-12).sqrt()
 
 
+def hardest_distances(feat: torch.Tensor, pids: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per anchor, the distance to its farthest positive and to its nearest negative in the
+    batch (the triplet batch-hard mining picks; Hermans et al. 2017)."""
+    dist = pairwise_distances(feat)
+    same = pids.unsqueeze(0) == pids.unsqueeze(1)
+    d_ap = dist.masked_fill(~same, float("-inf")).amax(1)
+    d_an = dist.masked_fill(same, float("inf")).amin(1)
+    return d_ap, d_an
+
+
 def batch_hard_triplet(feat: torch.Tensor, pids: torch.Tensor, margin: float | None = 0.3
                        ) -> torch.Tensor:
     """Batch-hard triplet loss (Hermans et al. 2017, Eq. 5); li2019 Sec. 3.3.
@@ -32,12 +43,10 @@ def batch_hard_triplet(feat: torch.Tensor, pids: torch.Tensor, margin: float | N
     For each anchor: the farthest positive and the nearest negative in the batch (P x K sampling).
     `margin=None` uses the soft margin log(1 + exp(d_ap - d_an)).
     """
-    dist = pairwise_distances(feat)
     same = pids.unsqueeze(0) == pids.unsqueeze(1)
     if not (same.sum(1) > 1).all() or same.all():
         raise ValueError("batch-hard triplet needs >= 2 images per identity and >= 2 identities")
-    d_ap = dist.masked_fill(~same, float("-inf")).amax(1)
-    d_an = dist.masked_fill(same, float("inf")).amin(1)
+    d_ap, d_an = hardest_distances(feat, pids)
     if margin is None:
         return F.softplus(d_ap - d_an).mean()
     return F.relu(d_ap - d_an + margin).mean()

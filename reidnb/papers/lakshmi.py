@@ -141,10 +141,7 @@ def active_triplets(emb: torch.Tensor, pids, triplets, margin: float, num_identi
     for _ in range(rounds):
         for b in identity_batches(pids_t.numpy(), p_ids, num_instances, rng):
             feat, lab = emb[b], pids_t[b]
-            dist = losses.pairwise_distances(feat)
-            same = lab.unsqueeze(0) == lab.unsqueeze(1)
-            d_ap = dist.masked_fill(~same, float("-inf")).amax(1)
-            d_an = dist.masked_fill(same, float("inf")).amin(1)
+            d_ap, d_an = losses.hardest_distances(feat, lab)
             gaps.append(d_ap - d_an + margin)
             batch_losses.append(float(losses.batch_hard_triplet(feat, lab, margin)) * len(b))
     gaps_all = torch.cat(gaps)
