@@ -291,7 +291,10 @@ viz.score_histogram({"random validation triplets": d_an - d_ap}, "d(a, n) − d(
 # every anchor in the batch, uses its *farthest* positive and *nearest* negative:
 
 # %%
-show_source(losses.batch_hard_triplet, start="dist = pairwise_distances")
+show_source(losses.hardest_distances, start="dist = pairwise_distances")
+
+# %%
+show_source(losses.batch_hard_triplet, start="d_ap, d_an = hardest_distances")
 
 # %% [markdown]
 # We train the same network with it (same optimizer, margin, validation split and best-epoch
