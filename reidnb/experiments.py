@@ -115,7 +115,8 @@ class Experiment:
 
 _NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last", "trunk_from": "",
             "numerics": "native"}
-_NEUTRAL_TRAIN = {"channels_last": False, "compile": False}   # TrainConfig fields added later
+# TrainConfig fields added later
+_NEUTRAL_TRAIN = {"channels_last": False, "compile": False, "new_lr_mult": 1.0}
 
 
 def config_hash(config: dict, without_seed: bool = False) -> str:

@@ -88,6 +88,9 @@ class TrainConfig:
     grad_clip: float | None = None
     channels_last: bool = False       # NHWC weights and activations, only on CUDA (tensor cores)
     compile: bool = False             # torch.compile the training model, only on CUDA
+    # lr of the layers a paper adds (every parameter outside `model.backbone`) as a multiple of
+    # lr: the new-layer rate of re-ID baselines (IDE: 10x); 1.0 is one rate for all
+    new_lr_mult: float = 1.0
 
 
 # Settings that change how fast a step runs, not what it computes: a checkpoint written with other
@@ -131,14 +134,32 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
+def _param_groups(model: nn.Module, cfg: TrainConfig
+                  ) -> list[tuple[float, list[tuple[str, nn.Parameter]]]]:
+    """(lr multiple, named trainable parameters) per optimizer group: one group, or with
+    `cfg.new_lr_mult != 1` the trunk (`backbone.*`) then the new layers."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.new_lr_mult == 1.0:
+        return [(1.0, named)]
+    if cfg.new_lr_mult <= 0:
+        raise ValueError(f"new_lr_mult={cfg.new_lr_mult}: must be > 0")
+    trunk = [(n, p) for n, p in named if n.startswith("backbone.")]
+    new = [(n, p) for n, p in named if not n.startswith("backbone.")]
+    if not trunk:
+        raise ValueError(f"new_lr_mult={cfg.new_lr_mult}: {type(model).__name__} has no "
+                         "`backbone` parameters to tell the trunk from the new layers")
+    return [(1.0, trunk), (cfg.new_lr_mult, new)]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for _, p in named], "lr_mult": mult, "lr": cfg.lr * mult}
+              for mult, named in _param_groups(model, cfg)]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adam'")
 
 
@@ -224,12 +245,12 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
         result.wall_time_s = state.get("wall_time_s", 0.0)
         best = state.get("best", best)
     use_amp = cfg.amp and device.type == "cuda"
-    step_names = _optimizer_param_names(model)
+    step_names = _optimizer_param_names(model, cfg)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = lr_at(epoch, cfg)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         rng, gen = _epoch_generators(cfg.seed, epoch)
         batches = objective.epoch_batches(rng)
         if not batches:
@@ -363,9 +384,9 @@ def _listing(bad: dict[str, str], most: int = 4) -> str:
     return ", ".join(items)
 
 
-def _optimizer_param_names(model: nn.Module) -> list[str]:
+def _optimizer_param_names(model: nn.Module, cfg: TrainConfig) -> list[str]:
     """Parameter names in the order `build_optimizer` hands them to the optimizer."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
+    return [n for _, named in _param_groups(model, cfg) for n, _ in named]
 
 
 def _optimizer_tensors(opt_state: dict, names: list[str] | None = None):

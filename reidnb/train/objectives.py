@@ -40,6 +40,26 @@ def _batch(cache: ImageCache, idx, augment: BatchAugment, gen: torch.Generator,
     return images, cache.pids[idx.to(cache.pids.device)].to(device)
 
 
+def row_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the rows of (B, L, L) attention scores, each row first divided by
+    its sum (sigmoid rows do not sum to 1): log L for uniform rows, 0 for one-hot rows."""
+    p = scores.float() / scores.float().sum(dim=-1, keepdim=True)
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=-1).mean()
+
+
+def monitor_values(out) -> dict[str, torch.Tensor]:
+    """Diagnostics logged each epoch beside the losses, never added to them, when the model
+    returns them: "alpha" (a self-attention block's scalar, li2019 Eq. 6) and
+    "attention_entropy" (`row_entropy` of its scores, li2019 Eq. 4)."""
+    extras = getattr(out, "extras", None) or {}
+    result = {}
+    if "alpha" in extras:
+        result["alpha"] = extras["alpha"].detach().float().mean()
+    if "scores" in extras:
+        result["attention_entropy"] = row_entropy(extras["scores"].detach())
+    return result
+
+
 # --- extra loss terms -----------------------------------------------------------------------
 
 
@@ -251,6 +271,7 @@ class IdentityObjective:
         if self._terms:
             result.update(_term_losses(self._terms, out, BatchContext(model, images, pids)))
             total = _add_weighted(total, self._terms, result)
+        result.update(monitor_values(out))
         result["loss"] = total
         return result
 
