@@ -502,3 +502,34 @@ def score_histogram(values: Mapping[str, Any], x_label: str, threshold: float | 
     if title:
         ax.set_title(title)
     return fig
+
+
+def score_matrix(matrix: Any, title: str = "", x_label: str = "position i (looked at)",
+                 y_label: str = "position j (looking)", map_shape: tuple[int, int] | None = None
+                 ) -> Figure:
+    """An L x L attention score matrix as a heatmap with a colour bar (li2019 Fig. 10): row j is
+    where position j looks. `map_shape` (H, W) of the feature map adds, under the heatmap, the
+    column sums (the attention each position receives) drawn as that map."""
+    m = (matrix.detach().float().cpu().numpy() if isinstance(matrix, torch.Tensor)
+         else np.asarray(matrix, dtype=float))
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"reidnb.viz.score_matrix: expected an L x L matrix, got shape {m.shape}")
+    if map_shape is not None and map_shape[0] * map_shape[1] != m.shape[0]:
+        raise ValueError(f"reidnb.viz.score_matrix: map_shape {map_shape} has "
+                         f"{map_shape[0] * map_shape[1]} positions, the matrix {m.shape[0]}")
+    fig = Figure(figsize=(7.5 if map_shape else 4.5, 4), layout="constrained")
+    axes = fig.subplots(1, 2 if map_shape else 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [3, 1]} if map_shape else None)[0]
+    im = axes[0].imshow(m, cmap="viridis", interpolation="nearest")
+    axes[0].set_xlabel(x_label)
+    axes[0].set_ylabel(y_label)
+    axes[0].set_title(title)
+    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    if map_shape:
+        im2 = axes[1].imshow(m.sum(axis=0).reshape(map_shape), cmap="magma",
+                             interpolation="nearest")
+        axes[1].set_title("received, c_i = sum_j s_ji")
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+        fig.colorbar(im2, ax=axes[1], shrink=0.8)
+    return fig

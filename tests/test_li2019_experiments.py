@@ -177,23 +177,20 @@ def test_claim_links_name_ledger_rows():
 
 
 def test_every_variant_has_a_factory():
-    assert set(li2019.EXPERIMENTS) == {f"li2019_{v}" for v in LI2019_VARIANTS}
+    assert set(li2019.EXPERIMENTS) == ({f"li2019_{v}" for v in LI2019_VARIANTS}
+                                       | {"li2019_full_printed_eq9"})
     for name, factory in li2019.EXPERIMENTS.items():
         assert factory("smoke", None, 1).name == name and factory("smoke", None, 1).train.seed == 1
 
 
-# li2019 joins the registry (reidnb/papers/__init__.py MODULES) with its chapter,
-# notebooks/05_li2019_self_attention.py (tests/test_papers.py asks every registered paper for its
-# chapter); until then these fail, and strict=True turns their passing into a failure to remove
-# the marks.
-@pytest.mark.xfail(strict=True, reason="li2019 is registered when chapter 5 lands")
+# li2019 is in the registry (reidnb/papers/__init__.py MODULES) with its chapter,
+# notebooks/05_li2019_self_attention.py.
 def test_registry_holds_every_variant():
     assert papers.PAPERS["li2019"] is li2019
     for name in li2019.EXPERIMENTS:
         assert papers.EXPERIMENTS[name] is li2019.EXPERIMENTS[name]
 
 
-@pytest.mark.xfail(strict=True, reason="li2019 is registered when chapter 5 lands")
 @pytest.mark.parametrize("profile", ["smoke", "synthetic"])
 def test_plan_is_the_registrys(profile):
     plan = li2019.li2019_plan(profile)
@@ -204,12 +201,18 @@ def test_plan_is_the_registrys(profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_plan_runs_are_unique(profile):
     plan = li2019.li2019_plan(profile)
-    assert set(plan) == {"trunk", "table3", "table6", "table7"}
+    assert set(plan) == {"trunk", "table3", "table6", "table7", "eq9"}
     runs = [e for group in plan.values() for e in group]
     names = [e.run_name for e in runs]
     assert len(names) == len(set(names)), "a run appears twice in the plan"
     seeds = li2019.LI2019_PLAN[profile]["seeds"]
-    assert len(plan["table3"]) == 4 * len(seeds)
+    every = li2019.LI2019_PLAN[profile]["every_seed"]
+    assert {"baseline", "full"} <= set(every), "Table 3's main claim needs every seed"
+    assert len(plan["table3"]) == len(every) * len(seeds) + (4 - len(every))
+    for variant in ("baseline", "spatial", "full", "uniform"):
+        got = sorted(e.train.seed for e in plan["table3"] if e.name == f"li2019_{variant}")
+        assert got == (list(seeds) if variant in every else [seeds[0]])
+    assert [e.name for e in plan["eq9"]] == ["li2019_full_printed_eq9"]
     assert {e.name for e in plan["table3"]} == {f"li2019_{v}" for v in
                                                  ("baseline", "spatial", "full", "uniform")}
     assert {e.name for e in plan["table6"]} == {"li2019_sigmoid"}
