@@ -533,3 +533,41 @@ def score_matrix(matrix: Any, title: str = "", x_label: str = "position i (looke
         axes[1].set_yticks([])
         fig.colorbar(im2, ax=axes[1], shrink=0.8)
     return fig
+
+
+def pca_2d(features: Any) -> np.ndarray:
+    """(N, D) features -> (N, 2): centred, projected on the two leading principal directions
+    (SVD), each direction's sign fixed so its largest-magnitude loading is positive."""
+    x = (features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor)
+         else np.asarray(features, dtype=float))
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"reidnb.viz.pca_2d: expected (N >= 2, D) features, got {x.shape}")
+    x = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    vt = vt[:2] * np.sign(vt[:2][np.arange(min(2, len(vt))), np.abs(vt[:2]).argmax(axis=1)])[:, None]
+    return x @ vt.T
+
+
+def embedding_scatter(features: Mapping[str, Any], labels: Any, title: str = "") -> Figure:
+    """One panel per entry (name -> (N, D) features of the same N images): the images' 2-D PCA
+    projection (`pca_2d`), coloured by identity (`labels`, N values), as li2019 Fig. 4."""
+    if not features:
+        raise ValueError("reidnb.viz.embedding_scatter: no features given")
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    fig = Figure(figsize=(3.4 * len(features), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(features), squeeze=False)[0]
+    palette = sns.color_palette("tab10", n_colors=max(10, len(np.unique(labels))))
+    for ax, (name, feats) in zip(axes, features.items()):
+        xy = pca_2d(feats)
+        if len(xy) != len(labels):
+            raise ValueError(f"reidnb.viz.embedding_scatter: {name!r} has {len(xy)} rows, "
+                             f"labels {len(labels)}")
+        for k, pid in enumerate(np.unique(labels)):
+            sel = labels == pid
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=palette[k % len(palette)])
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig

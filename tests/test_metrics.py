@@ -403,3 +403,37 @@ def test_re_ranking_rejects_non_finite_and_empty_input():
         re_ranking(q_g, q_q, bad)
     with pytest.raises(ValueError, match="at least one query"):
         re_ranking(q_g[:0], q_q[:0, :0], g_g)
+
+
+def test_best_ap_bounds_every_ranking_and_is_reached_by_consecutive_matches():
+    from itertools import combinations
+
+    from reidnb.metrics.rank import best_ap
+    n = 3
+    for hits in combinations(range(1, 9), n):
+        ap = sum(i / r for i, r in enumerate(hits, start=1)) / n
+        bound = best_ap(hits[0], n)
+        assert ap <= bound + 1e-12
+        if hits == tuple(range(hits[0], hits[0] + n)):
+            assert ap == pytest.approx(bound)
+    assert best_ap(1, 5) == 1.0
+    with pytest.raises(ValueError):
+        best_ap(0, 2)
+
+
+def test_map_cap_from_cmc_of_li2019_cuhk03_labeled_baseline():
+    from reidnb.metrics.rank import map_cap_from_cmc
+    # Table 3, CUHK03 labeled, no-attention row; at most 4 cross-camera matches a query
+    assert map_cap_from_cmc({1: 46.9, 5: 72.0, 10: 80.5, 20: 86.4}, 4) == pytest.approx(69.27, abs=0.01)
+    # more matches per query allow a higher mAP; rank-1 alone caps nothing below it
+    assert map_cap_from_cmc({1: 46.9, 5: 72.0}, 8) > map_cap_from_cmc({1: 46.9, 5: 72.0}, 4)
+    assert map_cap_from_cmc({1: 50.0}, 1) == pytest.approx(50.0 + 50.0 / 2)
+
+
+def test_map_cap_from_cmc_refuses_a_decreasing_cmc():
+    from reidnb.metrics.rank import map_cap_from_cmc
+    # li2019 Table 3, DukeMTMC-reID spatial attention: rank-10 92.4 > rank-20 92.3
+    with pytest.raises(ValueError, match="non-decreasing"):
+        map_cap_from_cmc({1: 78.2, 5: 89.6, 10: 92.4, 20: 92.3}, 4)
+    with pytest.raises(ValueError, match="rank 1"):
+        map_cap_from_cmc({5: 80.0}, 4)

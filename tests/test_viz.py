@@ -293,3 +293,43 @@ def test_seaborn_figures_stay_out_of_pyplot():
             score_histogram({"a": [0.0, 1.0, 2.0]}, "x", threshold=1.0)]
     assert plt.get_fignums() == before  # nothing registered, nothing shown twice in a notebook
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+
+
+def test_score_matrix_draws_the_received_map_and_checks_its_shape():
+    from reidnb import viz
+    s = torch.softmax(torch.randn(32, 32), dim=-1)
+    fig = viz.score_matrix(s, map_shape=(8, 4))
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 2
+    received = images[1].images[0].get_array()
+    assert received.shape == (8, 4)
+    assert np.allclose(np.asarray(received).reshape(-1), s.sum(0).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="L x L"):
+        viz.score_matrix(torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="positions"):
+        viz.score_matrix(s, map_shape=(4, 4))
+
+
+def test_pca_2d_finds_the_direction_of_largest_spread():
+    from reidnb import viz
+    rng = np.random.default_rng(0)
+    x = np.zeros((200, 5))
+    x[:, 3] = rng.normal(0, 10, 200)      # the widest direction
+    x[:, 1] = rng.normal(0, 1, 200)
+    xy = viz.pca_2d(x)
+    assert xy.shape == (200, 2)
+    assert abs(np.corrcoef(xy[:, 0], x[:, 3])[0, 1]) > 0.999
+    assert abs(np.corrcoef(xy[:, 1], x[:, 1])[0, 1]) > 0.99
+    with pytest.raises(ValueError):
+        viz.pca_2d(np.zeros(5))
+
+
+def test_embedding_scatter_one_panel_per_model_one_colour_per_person():
+    from reidnb import viz
+    feats = {"a": torch.randn(12, 6), "b": torch.randn(12, 6)}
+    labels = np.repeat(np.arange(3), 4)
+    fig = viz.embedding_scatter(feats, labels)
+    assert len(fig.axes) == 2
+    assert all(len(ax.collections) == 3 for ax in fig.axes)
+    with pytest.raises(ValueError, match="rows"):
+        viz.embedding_scatter({"a": torch.randn(5, 6)}, labels)

@@ -475,3 +475,39 @@ def pool_multi_query(
     if isinstance(qf, torch.Tensor):
         return out, pairs[:, 0], pairs[:, 1]
     return out.numpy(), pairs[:, 0].numpy(), pairs[:, 1].numpy()
+
+
+def best_ap(first_rank: int, matches: int) -> float:
+    """The largest standard AP a query can have when its first true match is at `first_rank`
+    (1-based) and it has `matches` true matches: every other match right after the first,
+    AP = (1/n) sum_{i=1..n} i / (first_rank + i - 1)."""
+    if first_rank < 1 or matches < 1:
+        raise ValueError(f"best_ap: first_rank and matches must be >= 1, got {first_rank}, "
+                         f"{matches}")
+    return sum(i / (first_rank + i - 1) for i in range(1, matches + 1)) / matches
+
+
+def map_cap_from_cmc(cmc: dict[int, float], matches: int) -> float:
+    """The largest mAP (%) consistent with a printed CMC at a few ranks (`cmc`: rank -> %, e.g.
+    {1: 46.9, 5: 72.0, 10: 80.5, 20: 86.4}) when no query has more than `matches` true matches.
+
+    The queries whose first match falls between two printed ranks k < k' are given their first
+    match at k + 1, the best case, and those beyond the last printed rank that rank + 1; each
+    share of queries then counts with `best_ap`. A query's best AP grows with its number of
+    matches, so `matches` must bound every query's. Used to check li2019 Table 3's CUHK03 rows,
+    whose mAP exceeds rank-1 (chapter 5)."""
+    ranks = sorted(cmc)
+    if not ranks or ranks[0] != 1:
+        raise ValueError(f"map_cap_from_cmc: the CMC must start at rank 1, got ranks {ranks}")
+    values = [cmc[r] for r in ranks]
+    if any(b < a for a, b in zip(values, values[1:])) or not 0 <= values[-1] <= 100:
+        raise ValueError(f"map_cap_from_cmc: a CMC is a non-decreasing share in [0, 100], got "
+                         f"{dict(zip(ranks, values))}")
+    total, below = 0.0, 0.0
+    starts = [1] + [r + 1 for r in ranks[:-1]]
+    for start, rank in zip(starts, ranks):
+        share = cmc[rank] - below
+        total += share * best_ap(start, matches)
+        below = cmc[rank]
+    total += (100.0 - below) * best_ap(ranks[-1] + 1, matches)
+    return total
