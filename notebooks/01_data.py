@@ -36,7 +36,7 @@ device = "cpu"
 seed = 0
 runs_dir = "runs"
 
-# %%
+# %% tags=["hide-input"]
 import inspect
 import shutil
 import tempfile

@@ -40,7 +40,7 @@ device = "cpu"          # "cuda" on a GPU machine
 seed = 0
 runs_dir = "runs"
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 import torch
@@ -153,6 +153,7 @@ print("weights:", record["weights_init"]["source"], "|", record["dataset"]["stat
 # - **AP** of a query averages the precision at the position of each correct match; **mAP** is
 #   its mean over queries. With $N_{gt}$ valid matches, $P(k)$ the precision of the first $k$
 #   results and $\mathrm{rel}(k)=1$ when result $k$ is a match,
+#
 #   $$\mathrm{AP} = \frac{1}{N_{gt}} \sum_{k} P(k)\,\mathrm{rel}(k).$$
 #
 #   `ap="standard"` is that non-interpolated AP; `ap="trapezoid"` is the

@@ -40,7 +40,7 @@ seed = 0
 runs_dir = "runs"
 margin = 0.3            # the triplet margin, the same for random and batch-hard triplets
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 import torch
@@ -174,7 +174,9 @@ print(f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M")
 # %% [markdown]
 # ## Step 4 — the triplet loss
 # With $d$ the Euclidean distance between embeddings and a margin $m$,
+#
 # $$L(a, p, n) = \max\big(d(a, p) - d(a, n) + m,\ 0\big).$$
+#
 # The loss is zero once the negative is farther than the positive by at least $m$; only triplets
 # that break this rule move the weights. A hand-checkable case:
 

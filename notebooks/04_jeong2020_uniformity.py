@@ -40,7 +40,7 @@ device = "cpu"          # "cuda" on a GPU machine
 seed = 0
 runs_dir = "runs"
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 import torch
@@ -245,7 +245,9 @@ print(f"{per_image * 1000:.1f} ms per image at 256x128 on {device} "
 # classifies the elementwise product $z_1 \odot z_2$ of a pair as same / different (Eqs. 6–7).
 # The uniformity loss compares the scores $s_q$ (anchor), $s_p$ (same person) and $s_n$ (another
 # person) with the L1 distance $d$. **As printed**, Eq. 8 reads
+#
 # $$L_{unif} = \max\big(d(s_q, s_n) - d(s_q, s_p) + m,\ 0\big)$$
+#
 # and that is smallest when the *same* person's attention differs most, the opposite of what
 # Sec. 3.3 says the loss is for. We implement both forms (`form="text"`, the default, swaps the
 # two distances) and show which one behaves as the text describes:

@@ -18,6 +18,18 @@ from reidnb.book.assemble import BookError
 REPO = Path(__file__).resolve().parent.parent
 
 
+def load_checker():
+    """tools/check_book_offline.py as a module (it is a script, not part of the package)."""
+    if "check_book_offline" in sys.modules:
+        return sys.modules["check_book_offline"]
+    spec = importlib.util.spec_from_file_location(
+        "check_book_offline", REPO / "tools" / "check_book_offline.py")
+    checker = importlib.util.module_from_spec(spec)
+    sys.modules["check_book_offline"] = checker  # dataclasses look their module up there
+    spec.loader.exec_module(checker)
+    return checker
+
+
 def write_nb(path: Path, title: str, code: str = "1 + 1") -> Path:
     """A minimal nbformat-4 notebook: a title cell and one code cell."""
     nb = {
@@ -267,17 +279,16 @@ def test_build_tiny_book_serves_math_and_widgets_locally(tiny_book):
     assert list((html / "_static" / "vendor" / "html-manager").glob("*.woff2"))
     assert "thebe" not in page.lower()
     assert book.find_remote_references(html) == []
+    # papermill's injected cell is not shown; the parameters are one line with its values
+    assert "<em>This build:</em> profile" in page and ">synthetic</span>" in page
+    assert load_checker().check_source("01_tiny.html", page).problems() == []
 
 
 @pytest.mark.slow
 def test_book_pages_render_offline_in_chromium(tiny_book, tmp_path):
     if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
-    spec = importlib.util.spec_from_file_location(
-        "check_book_offline", REPO / "tools" / "check_book_offline.py")
-    checker = importlib.util.module_from_spec(spec)
-    sys.modules["check_book_offline"] = checker  # dataclasses look their module up there
-    spec.loader.exec_module(checker)
+    checker = load_checker()
     (rep,) = checker.check_book(tiny_book.parent, tmp_path, pages=["01_tiny.html"])
     assert rep.outside_requests == [] and rep.local_404 == []
     assert rep.math_typeset >= 3  # two in the markdown, one in the slider's label
@@ -322,3 +333,237 @@ def test_merge_streams_keeps_what_a_terminal_shows():
     assert [o.name for o in merged] == ["stdout", "stderr"]
     assert merged[0].text == "rank-1 91.9\ndone\n"   # plain prints untouched
     assert merged[1].text == "xyc\n"                 # overwrite from the line's start
+
+
+# --- the parameters line and folded set-up code --------------------------------------------
+
+def code_cell(source: str, tags: list[str] | None = None, outputs: list | None = None,
+              cell_id: str = "c") -> dict:
+    return {"cell_type": "code", "id": cell_id, "metadata": {"tags": tags or []},
+            "execution_count": 1, "outputs": outputs or [], "source": source}
+
+
+def md_cell(source: str, cell_id: str = "m") -> dict:
+    return {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": source}
+
+
+def executed_nb(*extra: dict, injected: bool = True) -> dict:
+    """A notebook as papermill leaves it: title, parameters, injected parameters, set-up code."""
+    cells = [
+        md_cell("# Tiny chapter", "title"),
+        code_cell('profile = "synthetic"   # the default\ndataset = "synthreid"\n'
+                  'device = "cpu"\nseed = 0\nmargin = 0.3\n', ["parameters"], cell_id="params"),
+        code_cell('# Parameters\nprofile = "smoke"\ndevice = "cuda"\n', ["injected-parameters"],
+                  cell_id="injected"),
+        code_cell('import math\nprint("settings", 6 * 7)', ["hide-input"], cell_id="setup",
+                  outputs=[{"output_type": "stream", "name": "stdout", "text": "settings 42\n"}]),
+        *extra,
+    ]
+    if not injected:
+        cells = [c for c in cells if c["id"] != "injected"]
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}}}
+
+
+def test_present_parameters_shows_the_effective_values_as_one_line():
+    nb = book.present_parameters(executed_nb())
+    assert [c["id"] for c in nb["cells"]] == ["title", "reidnb-parameters", "setup"]
+    line = nb["cells"][1]
+    assert line["cell_type"] == "markdown" and line["metadata"]["tags"] == ["reidnb-parameters"]
+    # the injected values win over the parameters cell's defaults; the rest keep their order
+    assert line["source"] == ("*This build:* profile `smoke`, data set `synthreid`, "
+                              "device `cuda`, seed 0, margin 0.3.")
+    assert nb["cells"][2]["metadata"]["tags"] == ["hide-input"]  # left for myst-nb to fold
+
+
+def test_present_parameters_without_injected_cell_uses_the_defaults():
+    nb = book.present_parameters(executed_nb(injected=False))
+    assert nb["cells"][1]["source"].startswith("*This build:* profile `synthetic`, data set")
+    assert "device `cpu`" in nb["cells"][1]["source"]
+
+
+def test_present_parameters_with_only_an_injected_cell_replaces_it():
+    nb = executed_nb()
+    nb["cells"] = [c for c in nb["cells"] if c["id"] != "params"]
+    nb = book.present_parameters(nb)
+    assert [c["id"] for c in nb["cells"]] == ["title", "reidnb-parameters", "setup"]
+    assert nb["cells"][1]["source"] == "*This build:* profile `smoke`, device `cuda`."
+
+
+def test_present_parameters_leaves_a_notebook_without_parameters_alone():
+    nb = {"cells": [md_cell("# T"), code_cell("1 + 1")], "nbformat": 4, "nbformat_minor": 5}
+    assert book.present_parameters(json.loads(json.dumps(nb))) == nb
+
+
+def test_parameter_values_shows_literals_and_expressions():
+    values = book.parameter_values('a = "x"  # note\nb: int = 3\nc = d = None\n'
+                                   'e = dict(k=1,\n         j=2)\nprint(a)\n')
+    assert values == {"a": "`x`", "b": "3", "c": "None", "d": "None", "e": "`dict(k=1, j=2)`"}
+    assert book.parameter_values("%load_ext foo\n") == {}  # not Python: nothing, no error
+
+
+def test_assemble_shows_parameters_as_one_line_in_executed_and_fallback_chapters(tmp_path):
+    src = write_book_src(tmp_path)
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "executed" / "01_a.ipynb").write_text(json.dumps(executed_nb()))
+    (tmp_path / "notebooks" / "02_b.ipynb").write_text(json.dumps(executed_nb()))
+    asm = book.assemble(tmp_path / "executed", tmp_path / "out", src, tmp_path / "notebooks")
+    assert asm.fallbacks == ["02_b"]
+    for name in ("01_a", "02_b"):
+        cells = json.loads((tmp_path / "out" / f"{name}.ipynb").read_text())["cells"]
+        tags = [t for c in cells for t in c["metadata"].get("tags", [])]
+        assert "injected-parameters" not in tags and "parameters" not in tags
+        assert sum(c["source"].startswith("*This build:*") for c in cells) == 1
+    # the executed notebook itself is not changed
+    assert json.loads((tmp_path / "executed" / "01_a.ipynb").read_text()) == executed_nb()
+
+
+# --- the checks that read the built HTML (tools/check_book_offline.py) ---------------------
+
+# Chapter 3's Step 4 as it was: a $$...$$ inside the paragraph, so MyST pairs its second "$"
+# with the one before the later "m" and the sentence between becomes one inline formula.
+CH3_STEP4_BROKEN = (
+    "## Step 4 — the triplet loss\n"
+    "With $d$ the Euclidean distance between embeddings and a margin $m$,\n"
+    "$$L(a, p, n) = \\max\\big(d(a, p) - d(a, n) + m,\\ 0\\big).$$\n"
+    "The loss is zero once the negative is farther than the positive by at least $m$; only "
+    "triplets\nthat break this rule move the weights. A hand-checkable case:")
+# What the broken markdown became in the built page (copied from a build before the fix).
+CH3_STEP4_BROKEN_HTML = (
+    '<p>With <span class="math notranslate nohighlight">\\(d\\)</span> the Euclidean distance '
+    'between embeddings and a margin <span class="math notranslate nohighlight">\\(m\\)</span>,\n'
+    '$<span class="math notranslate nohighlight">\\(L(a, p, n) = \\max\\big(d(a, p) - d(a, n) + '
+    'm,\\ 0\\big).\\)</span><span class="math notranslate nohighlight">\\(\nThe loss is zero '
+    'once the negative is farther than the positive by at least \\)</span>m$; only triplets\n'
+    'that break this rule move the weights. A hand-checkable case:</p>')
+INJECTED_CELL_HTML = (
+    '<div class="cell tag_injected-parameters docutils container">\n'
+    '<div class="cell_input docutils container">\n<div class="highlight-ipython3 notranslate">'
+    '<div class="highlight"><pre><span></span><span class="c1"># Parameters</span>\n'
+    '<span class="n">profile</span> <span class="o">=</span> <span class="s2">"smoke"</span>\n')
+
+
+def test_prose_in_math_finds_the_broken_chapter_3_sentence():
+    checker = load_checker()
+    (prose,) = [t for t in checker.math_sources(CH3_STEP4_BROKEN_HTML)
+                if checker.prose_in_math(t)]
+    assert checker.prose_in_math(prose) == ("The loss is zero once the negative is farther "
+                                            "than the positive by at least")
+    assert checker.prose_in_math("Thelossiszeroonceitisfar") == "Thelossiszeroonceitisfar"
+    assert checker.prose_in_math(r"\mathrm{the loss is zero}") == "the loss is zero"
+
+
+@pytest.mark.parametrize("tex", [
+    r"L = \max(d(a,p) - d(a,n) + m, 0)",
+    r"\mathrm{ReLU}(f(x_i))^\top",
+    r"L(a, p, n) = \max\big(d(a, p) - d(a, n) + m,\ 0\big).",
+    r"\mathrm{AP} = \frac{1}{N_{gt}} \sum_{k} P(k)\,\mathrm{rel}(k).",
+    r"L_{unif} = \max\big(d(s_q, s_n) - d(s_q, s_p) + m,\ 0\big)",
+    r"\hat F = (F \odot A_{ch}) \odot A_{ed}",
+    r"y = x \quad \text{for every image in the training set}",
+    r"\operatorname{softmax}\left(\frac{QK^\top}{\sqrt{d_k}}\right) V",
+    r"a = b",
+])
+def test_prose_in_math_passes_real_formulas(tex):
+    assert load_checker().prose_in_math(tex) is None
+
+
+def test_math_sources_strip_delimiters_and_entities():
+    html = ('<p>x <span class="math notranslate nohighlight">\\(a &lt; b\\)</span></p>'
+            '<div class="math notranslate nohighlight">\n\\[L = 1\\]</div>'
+            '<span class="mathjax-config">not math</span>')
+    assert load_checker().math_sources(html) == ["a < b", "L = 1"]
+
+
+def test_check_source_reports_injected_cells_prose_and_stray_dollars():
+    checker = load_checker()
+    rep = checker.check_source("p.html", INJECTED_CELL_HTML + CH3_STEP4_BROKEN_HTML)
+    assert rep.injected_cells == 1 and len(rep.prose_math) == 1 and rep.stray_dollars == 1
+    assert len(rep.problems()) == 3  # no browser ran, so no "not typeset" problem
+    fine = checker.check_source("q.html", '<p>a <span class="math">\\(m\\)</span>; $5</p>')
+    assert fine.problems() == []
+
+
+def _display_math_problems(markdown: str) -> list[str]:
+    """Lines where `$$` is not a block of its own (MyST then reads it as inline dollars)."""
+    lines = markdown.splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        text = lines[i].strip()
+        if text.startswith("$$"):
+            end = i if len(text) > 2 and text.endswith("$$") else next(
+                (j for j in range(i + 1, len(lines)) if lines[j].strip().endswith("$$")), i)
+            if i > 0 and lines[i - 1].strip():
+                out.append(f"no blank line before: {text}")
+            if end + 1 < len(lines) and lines[end + 1].strip():
+                out.append(f"no blank line after: {lines[end].strip()}")
+            i = end + 1
+            continue
+        if "$$" in text:
+            out.append(f"$$ inside a line: {text}")
+        i += 1
+    return out
+
+
+def test_display_math_helper_flags_the_broken_chapter_3_markdown():
+    assert len(_display_math_problems(CH3_STEP4_BROKEN)) == 2
+    assert _display_math_problems("a\n\n$$\nx = 1\n$$\n\nb") == []
+
+
+@pytest.mark.parametrize("source", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")),
+                         ids=lambda p: p.name)
+def test_chapter_display_math_stands_between_blank_lines(source):
+    jupytext = pytest.importorskip("jupytext")
+    nb = jupytext.read(source)
+    problems = [p for c in nb.cells if c.cell_type == "markdown"
+                for p in _display_math_problems(c.source)]
+    assert problems == [], f"{source.name}: put $$...$$ between blank lines: {problems}"
+
+
+@pytest.fixture(scope="module")
+def folded_book(tmp_path_factory) -> Path:
+    """The real book config building two hand-made executed chapters (no kernel, no vendored
+    JavaScript): one with chapter 3's Step 4 as it is now, one with it as it was."""
+    jupytext = pytest.importorskip("jupytext")
+    root = tmp_path_factory.mktemp("foldedbook")
+    src = root / "src"
+    src.mkdir()
+    shutil.copy2(REPO / "book" / "_config.yml", src / "_config.yml")
+    (src / "intro.md").write_text("# Intro\n")
+    (src / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    ch3 = jupytext.read(REPO / "notebooks" / "03_lakshmi_siamese_tutorial.py")
+    (step4,) = [c.source for c in ch3.cells if c.source.startswith("## Step 4")]
+    (root / "executed").mkdir()
+    for name, text in (("01_now", step4), ("02_before", CH3_STEP4_BROKEN)):
+        nb = executed_nb(md_cell(text, "step4"))
+        (root / "executed" / f"{name}.ipynb").write_text(json.dumps(nb))
+    book.assemble(root / "executed", root / "book", src, root / "nb")
+    return book.run_jupyter_book(root / "book").parent
+
+
+@pytest.mark.slow
+def test_built_page_shows_parameters_line_and_folds_setup_code(folded_book):
+    page = (folded_book / "01_now.html").read_text()
+    assert "tag_injected-parameters" not in page and "# Parameters" not in page
+    assert "tag_parameters" not in page
+    assert ("<p><em>This build:</em> profile <code class=\"docutils literal notranslate\">"
+            "<span class=\"pre\">smoke</span></code>, data set") in page
+    cell = page[page.index('class="cell tag_hide-input'):]
+    folded, after = cell.split("</details>", 1)
+    assert "<details" in folded and '<span class="kn">import</span>' in folded  # code folded
+    assert "settings 42" not in folded and "settings 42" in after.split("</section>")[0]
+
+
+@pytest.mark.slow
+def test_offline_check_passes_chapter_3_now_and_fails_it_before(folded_book):
+    checker = load_checker()
+    now = checker.check_source("01_now.html", (folded_book / "01_now.html").read_text())
+    before = checker.check_source("02_before.html",
+                                  (folded_book / "02_before.html").read_text())
+    assert now.problems() == []
+    assert now.math_in_html >= 4  # d, m, the display equation, m
+    assert before.prose_math == ["The loss is zero once the negative is farther than the "
+                                 "positive by at least"]
+    assert before.stray_dollars == 1

@@ -6,7 +6,10 @@ The book source folder (`build/book/`) is put together from three things:
   template whose `root` and listed pages are kept while the chapters are generated;
 - the executed chapters `build/executed/NN_topic.ipynb` (papermill, `synthetic` profile), or,
   for a chapter missing there, the committed `notebooks/NN_topic.ipynb` (smoke outputs) with a
-  warning admonition saying so;
+  warning admonition saying so. In the book's copy, the `parameters` cell and papermill's
+  `injected-parameters` cell become one line of prose ("This build: profile ..."); code cells
+  tagged `hide-input` (the set-up after the parameters) show their outputs with the code folded,
+  which myst-nb does from the tag;
 - the JavaScript a page loads, served from `_static/vendor/` instead of a CDN: MathJax 3
   (`tex-mml-chtml`, the bundle Sphinx uses, with its fonts and lazily loaded parts), RequireJS
   and the Jupyter widget manager `embed-amd.js` (which defines `@jupyter-widgets/base` and
@@ -19,6 +22,7 @@ resource a built page would fetch from another host; `build` refuses a book that
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -99,6 +103,10 @@ FALLBACK_NOTE = (
     "committed ones in `{committed}`, made with the small `smoke` profile.\n"
     ":::"
 )
+
+
+# How the parameters line names a notebook parameter; other names show with "_" as a space.
+PARAMETER_LABELS = {"dataset": "data set", "data_root": "data root", "runs_dir": "runs folder"}
 
 
 class BookError(RuntimeError):
@@ -215,19 +223,105 @@ def _copy_book_src(book_src: Path, out_dir: Path) -> None:
             shutil.copy2(entry, out_dir / entry.name)
 
 
+def _cell_source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _cell_tags(cell: dict) -> list[str]:
+    return list((cell.get("metadata") or {}).get("tags") or [])
+
+
+def _code(text: str) -> str:
+    """`text` as a Markdown code span (its repr when a plain span would not show it)."""
+    if text and text.strip() == text and "`" not in text:
+        return f"`{text}`"
+    return f"`` {text!r} ``"
+
+
+def parameter_values(source: str) -> dict[str, str]:
+    """The names a parameters cell assigns, in order, each with its value as prose shows it.
+
+    A string shows as code (`smoke`), a number or other literal as itself, anything else as its
+    source text in code. Lines that are not plain assignments are skipped; a cell that is not
+    valid Python gives nothing.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    values: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            shown = _code(" ".join(ast.get_source_segment(source, value).split()))
+        else:
+            shown = _code(literal) if isinstance(literal, str) else repr(literal)
+        for target in targets:
+            if isinstance(target, ast.Name):
+                values[target.id] = shown
+    return values
+
+
+def parameters_line(values: dict[str, str]) -> str:
+    """One line of prose: "*This build:* profile `smoke`, data set `synthreid`, ..."."""
+    parts = [f"{PARAMETER_LABELS.get(name, name.replace('_', ' '))} {shown}"
+             for name, shown in values.items()]
+    return "*This build:* " + (", ".join(parts) if parts else "the notebook's defaults") + "."
+
+
+def present_parameters(nb: dict) -> dict:
+    """Show a notebook's parameters as one line of prose instead of two code cells.
+
+    The values are the effective ones: the `parameters` cell's defaults, overridden by
+    papermill's `injected-parameters` cell when there is one. The parameters cell becomes a
+    markdown cell with that line (tag and id `reidnb-parameters`) and the injected cell is
+    dropped. A notebook with neither cell is returned unchanged.
+    """
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise BookError("not a notebook (no list of cells)")
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    params = next((c for c in code if "parameters" in _cell_tags(c)), None)
+    injected = next((c for c in code if "injected-parameters" in _cell_tags(c)), None)
+    if params is None and injected is None:
+        return nb
+    values = parameter_values(_cell_source(params)) if params is not None else {}
+    if injected is not None:
+        values.update(parameter_values(_cell_source(injected)))
+    line = {"cell_type": "markdown", "metadata": {"tags": ["reidnb-parameters"]},
+            "source": parameters_line(values)}
+    if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
+        line["id"] = "reidnb-parameters"
+    at = cells.index(params if params is not None else injected)
+    nb["cells"] = [c for c in cells if c is not params and c is not injected]
+    nb["cells"].insert(at, line)
+    return nb
+
+
 def _place_chapter(stem: str, executed_dir: Path, notebooks_dir: Path, out_dir: Path) -> bool:
-    """Copy chapter `stem` into `out_dir`; True when it fell back to the committed notebook."""
+    """Write chapter `stem` into `out_dir` (parameters as one line, see `present_parameters`);
+    True when it fell back to the committed notebook."""
     executed = executed_dir / f"{stem}.ipynb"
     committed = notebooks_dir / f"{stem}.ipynb"
-    if executed.is_file():
-        shutil.copy2(executed, out_dir / executed.name)
-        return False
-    if committed.is_file():
-        nb = add_fallback_note(json.loads(committed.read_text(encoding="utf-8")),
-                               executed, committed)
-        (out_dir / committed.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False),
-                                              encoding="utf-8")
-        return True
+    source = executed if executed.is_file() else committed
+    if source.is_file():
+        try:
+            nb = present_parameters(json.loads(source.read_text(encoding="utf-8")))
+        except BookError as exc:
+            raise BookError(f"{source}: {exc}") from None
+        if source == committed:
+            nb = add_fallback_note(nb, executed, committed)
+        (out_dir / source.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False),
+                                           encoding="utf-8")
+        return source == committed
     raise BookError(f"chapter {stem}: neither {executed} nor {committed} exists; "
                     "execute it (reidnb book) or commit its paired .ipynb")
 
