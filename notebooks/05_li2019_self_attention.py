@@ -41,7 +41,7 @@ data_root = "data"      # SynthReID is generated here; for real data the folder 
 device = "cpu"          # "cuda" on a GPU machine
 runs_dir = "runs"
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import numpy as np

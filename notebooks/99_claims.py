@@ -38,7 +38,7 @@ data_root = "data"
 device = "cpu"
 runs_dir = "runs"
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 from IPython.display import HTML, Markdown, display
