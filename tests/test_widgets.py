@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from reidnb.book import widgets
 
@@ -49,3 +50,25 @@ def test_figure_browser_redraws_the_chosen_item():
     first = b.image.value
     b.slider.value = 2
     assert calls == [0, 2] and b.image.value != first and b.slider.max == 2
+
+
+def test_slider_browser_redraws_with_every_sliders_value():
+    from matplotlib.figure import Figure
+
+    from reidnb.book import widgets
+    calls = []
+
+    def make(query, position):
+        calls.append((query, position))
+        fig = Figure(figsize=(1, 1))
+        fig.add_subplot().plot([query, position])
+        return fig
+
+    b = widgets.SliderBrowser({"query": 4, "position": 32}, make)
+    assert calls == [(0, 0)] and b.image.value[:4] == b"\x89PNG"
+    b.sliders["position"].value = 17
+    b.sliders["query"].value = 3
+    assert calls[-2:] == [(0, 17), (3, 17)]
+    assert b.sliders["position"].max == 31
+    with pytest.raises(ValueError, match="at least one"):
+        widgets.SliderBrowser({"query": 0}, make)

@@ -108,6 +108,38 @@ class FigureBrowser:
         display(self.widget)
 
 
+class SliderBrowser:
+    """One slider per named range (`sizes`: name -> number of values) and the figure
+    `make_figure(**chosen)` of the chosen values, as an image; e.g. a query and a position of
+    its feature map (chapter 5's attention viewer)."""
+
+    def __init__(self, sizes: dict[str, int], make_figure):
+        import ipywidgets as w
+
+        if not sizes or any(n < 1 for n in sizes.values()):
+            raise ValueError(f"SliderBrowser: every range needs at least one value, got {sizes}")
+        self.make_figure = make_figure
+        self.sliders = {name: w.IntSlider(value=0, min=0, max=n - 1, description=name,
+                                          continuous_update=False)
+                        for name, n in sizes.items()}
+        self.image = w.Image(format="png")
+        for slider in self.sliders.values():
+            slider.observe(self.draw, names="value")
+        self.widget = w.VBox([*self.sliders.values(), self.image])
+        self.draw()
+
+    def values(self) -> dict[str, int]:
+        return {name: s.value for name, s in self.sliders.items()}
+
+    def draw(self, *_) -> None:
+        self.image.value = figure_png(self.make_figure(**self.values()))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
 def query_browser(*args, **kwargs) -> QueryBrowser:
     """`QueryBrowser(...)`; displaying it shows the slider, the checkbox and the ranking."""
     return QueryBrowser(*args, **kwargs)
