@@ -61,7 +61,7 @@ def test_new_neutral_options_do_not_rename_existing_runs():
     d = exp.to_dict()
     for k in ("synth_knobs", "val_fraction", "select", "trunk_from", "numerics"):
         d.pop(k)
-    for k in ("channels_last", "compile"):  # TrainConfig's speed-only fields, added later
+    for k in ("channels_last", "compile", "new_lr_mult"):  # TrainConfig fields added later
         d["train"].pop(k)
     import hashlib
     import json

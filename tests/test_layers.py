@@ -1,13 +1,13 @@
-"""Imports run one way (README, "What is where"): cli -> book, results -> papers -> experiments ->
-train -> the base (models, data, metrics, losses, cam, io, numerics, claims, viz, ...), never back.
-Checked on the source text, lazy imports inside functions included."""
+"""Imports run one way (README, "What is where"): cli -> book, results, misalignment -> papers ->
+experiments -> train -> the base (models, data, metrics, losses, cam, io, numerics, claims, viz,
+...), never back. Checked on the source text, lazy imports inside functions included."""
 
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "reidnb"
-RANK = {"cli": 5, "__main__": 5, "book": 4, "results": 4, "papers": 3, "experiments": 2,
-        "train": 1}   # everything else: 0, the base
+RANK = {"cli": 5, "__main__": 5, "book": 4, "results": 4, "misalignment": 4, "papers": 3,
+        "experiments": 2, "train": 1}   # everything else: 0, the base
 
 
 def _layer(module: str) -> str:
