@@ -302,8 +302,8 @@ viz.seed_spread(values3, title=f"Table 3 on {dataset}, {profile} profile: one do
 order3 = ["baseline", "+spatial-attn", "+self-attn"]
 table3_verdicts = (verdicts.ordering(values3, order3, "rank1")
                    + verdicts.ordering(values3, order3, "mAP")
-                   + [verdicts.compare(values3, "+self-attn",
-                                       "+self-attn, uniform scores (control)", m)
+                   + [verdicts.compare(values3, "+self-attn", ref, m)
+                      for ref in ("baseline", "+self-attn, uniform scores (control)")
                       for m in ("rank1", "mAP")])
 verdicts.verdict_table(table3_verdicts)
 
