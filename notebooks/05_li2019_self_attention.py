@@ -584,7 +584,10 @@ if n_sweep_ids is not None and dataset == "synthreid":
 # **Does the attention follow the body?** We move each query image sideways by a few pixels
 # and measure how far the centroid of the self-attention model's received attention $c$, and of
 # the baseline's Grad-CAM, moves with it: a slope of 1 means the map follows the person, 0 that
-# it stays at a fixed place in the box (first seed).
+# it stays at a fixed place in the box (first seed). An empty map has no centroid: "images"
+# counts the images whose map is non-empty at every shift (a Grad-CAM is empty when no
+# position carries positive evidence for the predicted identity, as with a classifier near
+# chance), and the slope is NaN when there are none.
 
 # %%
 def received_map(x):

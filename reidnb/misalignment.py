@@ -133,12 +133,15 @@ def shift_images(images: torch.Tensor, dx: int) -> torch.Tensor:
 
 def centroid_x(maps: torch.Tensor, width: int) -> torch.Tensor:
     """Horizontal centroid, in input pixels, of (B,h,w) non-negative maps laid over an image
-    `width` pixels wide (cell k covers pixels k w'..(k+1) w', its centre at (k + 0.5) w')."""
+    `width` pixels wide (cell k covers pixels k w'..(k+1) w', its centre at (k + 0.5) w');
+    NaN for an empty (all-zero) map, which has no centroid."""
     m = maps.detach().float().clamp_min(0)
     cols = m.sum(dim=1)                                  # (B, w)
     cell = width / m.shape[-1]
     centres = (torch.arange(m.shape[-1], dtype=torch.float32) + 0.5) * cell
-    return (cols * centres).sum(dim=1) / cols.sum(dim=1).clamp_min(1e-12)
+    mass = cols.sum(dim=1)
+    return torch.where(mass > 0, (cols * centres).sum(dim=1) / mass.clamp_min(1e-12),
+                       torch.full_like(mass, float("nan")))
 
 
 def centroid_shift(map_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
@@ -146,16 +149,23 @@ def centroid_shift(map_fn: Callable[[torch.Tensor], torch.Tensor], images: torch
     """How far a model's attention moves when the image moves: `map_fn(images)` gives (B,h,w)
     maps of (normalised) images; each image is moved by every shift in `shifts` (pixels) and the
     maps' mean horizontal centroid change is fitted against the shift by least squares.
-    Returns the slope (1: the attention follows the body; 0: it stays put) and the per-shift
-    mean centroid changes."""
+    Returns the slope (1: the attention follows the body; 0: it stays put), the per-shift mean
+    centroid changes and "images": how many images had a map at every shift (an empty map,
+    e.g. a Grad-CAM with no positive evidence, has no centroid; with none left the slope is
+    NaN)."""
     if len(shifts) < 2 or 0 not in shifts:
         raise ValueError(f"centroid_shift needs 0 and at least one other shift, got {shifts}")
     width = images.shape[-1]
     with torch.no_grad():
         base = centroid_x(map_fn(images), width)
-        moved = {s: float((centroid_x(map_fn(shift_images(images, s)), width) - base).mean())
-                 for s in shifts}
+        change = {s: centroid_x(map_fn(shift_images(images, s)), width) - base for s in shifts}
+    ok = torch.stack(list(change.values())).isfinite().all(dim=0)
+    if not ok.any():
+        return {"slope": float("nan"), **{f"shift {s:+d} px": float("nan") for s in shifts},
+                "images": 0}
+    moved = {s: float(d[ok].mean()) for s, d in change.items()}
     x = np.asarray(list(moved), dtype=float)
     y = np.asarray(list(moved.values()), dtype=float)
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-    return {"slope": slope, **{f"shift {s:+d} px": v for s, v in moved.items()}}
+    return {"slope": slope, **{f"shift {s:+d} px": v for s, v in moved.items()},
+            "images": int(ok.sum())}

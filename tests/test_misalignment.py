@@ -100,3 +100,18 @@ def test_centroid_slope_is_one_for_a_map_that_follows_the_image_and_zero_for_a_f
     assert mis.centroid_shift(fixed, images)["slope"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         mis.centroid_shift(fixed, images, shifts=(4,))
+
+
+def test_an_empty_map_has_no_centroid_and_no_slope():
+    images = torch.zeros(2, 3, 16, 32)
+    assert torch.isnan(mis.centroid_x(torch.zeros(2, 4, 8), 32)).all()
+    got = mis.centroid_shift(lambda x: torch.zeros(x.shape[0], 4, 8), images)
+    assert math.isnan(got["slope"]) and got["images"] == 0
+
+    def half_empty(x):                # image 0 has a map, image 1 none
+        m = torch.zeros(x.shape[0], 16, 32)
+        m[0] = x[0].mean(dim=0) + 1e-3
+        return m
+    images[..., 12:20] = 1.0
+    got = mis.centroid_shift(half_empty, images)
+    assert got["images"] == 1 and got["slope"] == pytest.approx(1.0, abs=0.05)
