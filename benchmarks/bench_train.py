@@ -15,6 +15,19 @@ SynthReID written as JPEG files to a temporary folder (`--data` to keep and reus
 64 (P=16, K=4) and 256 (P=64, K=4). Each configuration runs `--warmup` steps, then `--steps`
 timed steps; it prints images/s, peak GPU memory and the ratio (b)/(a). The time to build the
 cache (decoding every JPEG once) is printed apart: it is paid once per run, not per step.
+
+On a CPU (issue 18, item 1) the question is another: how close the engine trains to what the
+machine can do at all.
+
+    python benchmarks/bench_train.py --engine [--experiment ide] [--steps 60] [--rounds 2]
+        [--variants] [--json benchmarks/results/bench_train_cpu.json]
+
+(c) engine: `reidnb.train.engine.fit` on the registered experiment's synthetic profile (IDE:
+    ResNet-18, 128x64, its batch, sampler and augmentation, the epoch's checkpoint included);
+(d) bare limit: the same model's forward + backward + optimizer step on ready-made tensors.
+Both run `--steps` steps, alternating (d), (c) for `--rounds` rounds; the best round of each is
+kept and (c)/(d) printed. `--variants` also times the bare limit with channels_last,
+torch.compile (inductor) and the foreach optimizer, as ratios to the plain bare limit.
 """
 
 from __future__ import annotations
@@ -208,6 +221,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true",
                     help="tiny check: resnet18, 64x32, batches 16 and 32, 3 steps, 2 workers")
     ap.add_argument("--json", default=None, help="also save the figures to this JSON file")
+    ap.add_argument("--engine", action="store_true",
+                    help="CPU: the engine's fit() against the bare limit (see the docstring)")
+    ap.add_argument("--experiment", default="ide", help="--engine: the registered experiment")
+    ap.add_argument("--rounds", type=int, default=2, help="--engine: alternating rounds")
+    ap.add_argument("--variants", action="store_true",
+                    help="--engine: also channels_last, foreach, torch.compile")
+    ap.add_argument("--data-root", default="data", help="--engine: where SynthReID lives")
     args = ap.parse_args(argv)
     if args.smoke:  # other defaults; options given on the command line still win
         ap.set_defaults(arch="resnet18", height=64, width=32, pad=4, batches="16,32", steps=3,
@@ -216,9 +236,127 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _FirstBatches:
+    """An objective whose epochs are the first `steps` batches of the wrapped one's."""
+
+    def __init__(self, objective, steps: int):
+        self.objective, self.steps = objective, steps
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def epoch_batches(self, rng):
+        batches = []
+        while len(batches) < self.steps:
+            batches += self.objective.epoch_batches(rng)
+        return batches[:self.steps]
+
+
+def _bare_steps(model, opt, x, y, steps: int, channels_last: bool = False) -> float:
+    """Seconds for `steps` forward + backward + optimizer steps on ready-made tensors."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x).logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
+def engine_vs_bare(args) -> list[dict]:
+    """(c) the engine against (d) the bare limit, on the CPU, in this process."""
+    from dataclasses import replace
+
+    from reidnb.experiments import OBJECTIVES, build_for, dataset_root, load_data
+    from reidnb.papers import experiment
+    from reidnb.train.engine import build_optimizer, fit
+
+    exp = experiment(args.experiment, "smoke" if args.smoke else "synthetic")
+    dataset_root(exp, args.data_root)
+    ds, caches = load_data(exp, args.data_root)
+    cfg = replace(exp.train, epochs=1, warmup_epochs=0, lr_steps=())
+    objective = OBJECTIVES[exp.objective](caches["train"], augment=BatchAugment(**exp.augment),
+                                          **exp.objective_kwargs)
+    batch_size = len(objective.epoch_batches(np.random.default_rng(0))[0])
+    n = args.steps
+
+    def fresh_model():
+        torch.manual_seed(0)
+        kwargs = {**exp.model_kwargs, "pretrained": False}
+        return build_for(replace(exp, model_kwargs=kwargs), ds.num_train_pids).train()
+
+    x = torch.randn(batch_size, 3, exp.height, exp.width)
+    y = torch.randint(0, ds.num_train_pids, (batch_size,))
+    first = _FirstBatches(objective, n)
+    engine_s, bare_s = [], []
+    for _ in range(args.rounds):
+        model = fresh_model()
+        _bare_steps(model, build_optimizer(model, cfg), x, y, 2)  # warm-up
+        bare_s.append(_bare_steps(model, build_optimizer(model, cfg), x, y, n))
+        with tempfile.TemporaryDirectory(prefix="bench_engine_") as run_dir:
+            model = fresh_model()
+            t = time.perf_counter()
+            fit(model, first, cfg, run_dir, "cpu", progress=False)
+            engine_s.append(time.perf_counter() - t)
+    rows = [{"pipeline": "(d) bare limit: forward + backward + step on ready tensors",
+             "seconds": min(bare_s), "all_seconds": bare_s},
+            {"pipeline": "(c) engine: fit() with batches, augmentation, checkpoint",
+             "seconds": min(engine_s), "all_seconds": engine_s}]
+    if args.variants:
+        variants = [("(d) + channels_last", {"channels_last": True}),
+                    ("(d) + foreach optimizer", {"foreach": True}),
+                    ("(d) + torch.compile (inductor)", {"compile": True})]
+        for name, v in variants:
+            model = fresh_model()
+            if v.get("channels_last"):
+                model = model.to(memory_format=torch.channels_last)
+            opt = build_optimizer(model, cfg)
+            if v.get("foreach"):
+                for group in opt.param_groups:
+                    group["foreach"] = True
+            run_model = model
+            t = time.perf_counter()
+            if v.get("compile"):
+                run_model = torch.compile(model)
+            _bare_steps(run_model, opt, x, y, 2, v.get("channels_last", False))  # warm-up
+            warm = time.perf_counter() - t
+            best = min(_bare_steps(run_model, opt, x, y, n, v.get("channels_last", False))
+                       for _ in range(args.rounds))
+            rows.append({"pipeline": name, "seconds": best, "warmup_s": warm})
+    bare = rows[0]["seconds"]
+    for r in rows:
+        r["images_per_s"] = n * batch_size / r["seconds"]
+        r["ratio_to_bare"] = bare / r["seconds"]
+    print(f"{exp.name} ({exp.profile}): {exp.model_kwargs.get('backbone')} at "
+          f"{exp.height}x{exp.width}, batch {batch_size}, {n} steps x {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load {os.getloadavg()[0]:.1f}")
+    for r in rows:
+        print(f"  {r['pipeline']:62s} {r['images_per_s']:7.1f} images/s  "
+              f"{r['ratio_to_bare']:.2f} of (d)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if args.engine:
+        rows = engine_vs_bare(args)
+        if args.json:
+            from reidnb.io import atomic_write_json
+            atomic_write_json(args.json, {
+                "benchmark": "bench_train --engine", "smoke": args.smoke,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(["python", "benchmarks/bench_train.py",
+                                     *(argv if argv is not None else sys.argv[1:])]),
+                "device": device_info(torch.device("cpu")), "experiment": args.experiment,
+                "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "load_1min_end": os.getloadavg()[0], "steps": args.steps,
+                "rounds": args.rounds, "results": rows})
+        return rows
     if device.type == "cpu" and not args.smoke:
         print("no CUDA device: ResNet-50 at 256x128 on a CPU takes hours, so the --smoke "
               "configuration runs instead; its figures are not the benchmark's", file=sys.stderr)

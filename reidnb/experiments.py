@@ -34,7 +34,7 @@ import torch
 from . import __version__
 from . import numerics as numeric_paths
 from .data import build_dataset
-from .data.cache import ImageCache
+from .data.cache import decoded
 from .data.samplers import split_by_identity
 from .data.transforms import BatchAugment
 from .train import distributed
@@ -164,9 +164,10 @@ def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
 
 
 def load_data(exp: Experiment, data_root: str | Path = "data"):
-    """(dataset records, train/query/gallery image caches) at the experiment's image size."""
+    """(dataset records, train/query/gallery image caches) at the experiment's image size,
+    decoded once per process (`data.cache.decoded`: shared, read-only)."""
     ds = build_dataset(exp.dataset, dataset_root(exp, data_root))
-    caches = {split: ImageCache.from_records(getattr(ds, split), exp.height, exp.width)
+    caches = {split: decoded(getattr(ds, split), exp.height, exp.width)
               for split in ("train", "query", "gallery")}
     return ds, caches
 

@@ -41,3 +41,31 @@ def test_smoke_run_writes_both_pipelines_and_the_ratio(tmp_path):
     record = json.loads(out.read_text())
     assert record["smoke"] and record["arch"] == "resnet18" and record["size"] == [64, 32]
     assert record["device"]["device"] == "cpu" and len(record["results"]) == 2
+
+
+def test_first_batches_draws_exactly_the_steps_asked_across_epochs():
+    bench = _bench()
+
+    class TwoPerEpoch:
+        sampler = "pk"
+
+        def epoch_batches(self, rng):
+            return [np.array([int(rng.integers(100))]), np.array([7])]
+
+    wrapped = bench._FirstBatches(TwoPerEpoch(), 5)
+    batches = wrapped.epoch_batches(np.random.default_rng(0))
+    assert len(batches) == 5 and [int(b[0]) for b in batches[1::2]] == [7, 7]
+    assert wrapped.sampler == "pk"  # everything else is the wrapped objective's
+
+
+def test_engine_mode_times_the_engine_against_the_bare_limit(tmp_path):
+    bench = _bench()
+    out = tmp_path / "engine.json"
+    rows = bench.main(["--engine", "--smoke", "--steps", "2", "--rounds", "1", "--data-root",
+                       str(tmp_path / "data"), "--json", str(out)])
+    assert [r["pipeline"][:3] for r in rows] == ["(d)", "(c)"]
+    assert rows[0]["ratio_to_bare"] == 1.0
+    assert rows[1]["ratio_to_bare"] == rows[0]["seconds"] / rows[1]["seconds"]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    saved = json.loads(out.read_text())
+    assert saved["experiment"] == "ide" and saved["steps"] == 2 and len(saved["results"]) == 2

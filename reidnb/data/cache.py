@@ -6,6 +6,9 @@ At 128x64 the default SynthReID (about 7k images) takes about 170 MB; Market-150
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +65,45 @@ class ImageCache:
         pids = torch.tensor([r.pid for r in records], dtype=torch.long)
         camids = torch.tensor([r.camid for r in records], dtype=torch.long)
         return cls(images, pids, camids, [r.path for r in records])
+
+
+#: decoded caches of this process, newest last: (records' fingerprint, height, width) -> cache
+_DECODED: OrderedDict[tuple, ImageCache] = OrderedDict()
+DECODED_KEEP = 6  # a data set's three splits, twice (e.g. the default set and one misaligned)
+
+
+def records_fingerprint(records: list[Sample]) -> str:
+    """A digest of the records and of their files' size and modification time: a file that
+    is rewritten (or a list that changes) gives another digest."""
+    digest = hashlib.sha1()
+    for r in records:
+        st = os.stat(r.path)
+        digest.update(f"{r.path}\0{r.pid}\0{r.camid}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def decoded(records: list[Sample], height: int = 128, width: int = 64) -> ImageCache:
+    """`ImageCache.from_records`, decoded once per process: a notebook that trains and
+    evaluates many runs on one data set decodes its images once. The returned cache is shared:
+    treat it as read-only (augmentation and `subset` make copies). A changed file or record
+    list is decoded again; at most `DECODED_KEEP` caches are kept."""
+    if not records:
+        raise DatasetError("cannot build an image cache from an empty list of records")
+    try:
+        key = (records_fingerprint(records), height, width)
+    except OSError as err:
+        raise DatasetError(f"cannot read image {err.filename}: {err.strerror} "
+                           "(expected a JPEG/PNG image)") from err
+    if key in _DECODED:
+        _DECODED.move_to_end(key)
+        return _DECODED[key]
+    cache = ImageCache.from_records(records, height, width)
+    _DECODED[key] = cache
+    while len(_DECODED) > DECODED_KEEP:
+        _DECODED.popitem(last=False)
+    return cache
+
+
+def forget_decoded() -> None:
+    """Drop this process's decoded caches (frees their memory)."""
+    _DECODED.clear()
