@@ -61,7 +61,7 @@ from reidnb.experiments import load_data, load_trained, run_all, run_experiment
 from reidnb.metrics.rank import map_cap_from_cmc
 from reidnb.misalignment import LEVELS, centroid_shift, evaluate_misalignment
 from reidnb.models.li2019 import Li2019, SelfAttention, SpatialAttention, pooled_self_attention
-from reidnb.papers.li2019 import (LI2019_PLAN, MISALIGNMENT_IDS, PAPER_EPOCHS, TABLE1,
+from reidnb.papers.li2019 import (LI2019_PLAN, MISALIGNMENT_IDS, P, PAPER_EPOCHS, TABLE1,
                                   TABLE3_ROWS, li2019_experiment, li2019_plan,
                                   score_matrix_sizes)
 from reidnb.results import seed_table, seed_values, settings_table, with_claims
@@ -71,7 +71,8 @@ reidnb.book.notebook.setup(profile)
 plan = li2019_plan(profile, dataset)
 seeds = LI2019_PLAN[profile]["seeds"]
 first = seeds[0]
-full = li2019_experiment(profile, "full", seed=first, dataset=dataset)
+# the plan's full-model run of the first seed: it also records the test curve (Figs. 6-7)
+full = next(e for e in plan["table3"] if e.name == "li2019_full" and e.train.seed == first)
 settings_table(full, [
     "backbone",
     ("trunk initialised from",
@@ -250,6 +251,17 @@ hist[["lr", "loss_id", "loss_triplet", "loss", "acc", "alpha", "attention_entrop
 # %%
 viz.loss_curves(record["history"], keys=["loss_id", "loss_triplet", "loss"])
 
+# %% [markdown]
+# The paper shows rank-1 (Fig. 6) and mAP (Fig. 7) on the test set as training goes on. This
+# run was also evaluated after every epoch (`Experiment.eval_every`; evaluating reads the
+# weights and changes nothing of the training), so its curve is drawn against iterations, one
+# P x K batch each:
+
+# %%
+steps_per_epoch = len({int(p) for p in load_data(full, data_root)[1]["train"].pids}) // P
+viz.test_curve(record["history"], steps_per_epoch,
+               title=f"{full.name}, seed {full.train.seed}: the test set after each epoch")
+
 # %%
 alpha_end, entropy_end = hist["alpha"].iloc[-1], hist["attention_entropy"].iloc[-1]
 positions = full.height // 16 * full.width // 16
@@ -284,8 +296,7 @@ run_all(plan["table3"], data_root, runs_dir, device);
 
 # %%
 every = LI2019_PLAN[profile]["every_seed"]
-groups3 = {label: [li2019_experiment(profile, variant, seed=s, dataset=dataset)
-                   for s in (seeds if variant in every else (first,))]
+groups3 = {label: [e for e in plan["table3"] if e.name == f"li2019_{variant}"]
            for label, (variant, _) in TABLE3_ROWS.items()}
 table3 = with_claims(seed_table(groups3, runs_dir),
                      {label: ("li2019", "3", method)

@@ -78,6 +78,7 @@ class Experiment:
     val_fraction: float = 0.0   # share of training identities held out for validation
     select: str = "last"        # evaluate the "last" epoch or the "best" by validation loss
     trunk_from: str = ""        # run name whose trained trunk initialises this one's (not ImageNet)
+    eval_every: int = 0         # also evaluate every n epochs, for a learning curve (0: at the end)
     # the floating-point path (reidnb.numerics): "native" (this machine's fastest kernels), or
     # the portable recipe, which gives the same numbers on every x86-64 CPU (make test)
     numerics: str = field(default_factory=numeric_paths.path_id)
@@ -114,7 +115,7 @@ class Experiment:
 
 
 _NEUTRAL = {"synth_knobs": {}, "val_fraction": 0.0, "select": "last", "trunk_from": "",
-            "numerics": "native"}
+            "numerics": "native", "eval_every": 0}
 # TrainConfig fields added later
 _NEUTRAL_TRAIN = {"channels_last": False, "compile": False, "new_lr_mult": 1.0}
 
@@ -122,8 +123,10 @@ _NEUTRAL_TRAIN = {"channels_last": False, "compile": False, "new_lr_mult": 1.0}
 def config_hash(config: dict, without_seed: bool = False) -> str:
     """The hash behind `Experiment.key` of a configuration dict (`Experiment.to_dict()`, or a
     run record's "config"): fields at their neutral default left out. `without_seed=True`
-    drops `train.seed` too, so the runs of one configuration over several seeds share it."""
-    d = {k: v for k, v in config.items() if _NEUTRAL.get(k, object()) != v}
+    drops `train.seed` too, so the runs of one configuration over several seeds share it, and
+    `eval_every`, which adds a learning curve to a run and changes none of its numbers."""
+    d = {k: v for k, v in config.items() if _NEUTRAL.get(k, object()) != v
+         and not (without_seed and k == "eval_every")}
     d["train"] = {k: v for k, v in dict(d.get("train") or {}).items()
                   if not (without_seed and k == "seed") and _NEUTRAL_TRAIN.get(k, object()) != v}
     blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -161,6 +164,12 @@ def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
                  knobs=SynthKnobs(**exp.synth_knobs), height=size[0], width=size[1],
                  overwrite=folder.exists())
     return folder
+
+
+def curve_point(ev) -> dict[str, float]:
+    """An evaluation as a learning curve's point in a history row: test rank-1 and mAP (%)."""
+    m = ev.metrics()
+    return {"test_rank1": m["rank1"], "test_mAP": m["mAP"]}
 
 
 def load_data(exp: Experiment, data_root: str | Path = "data"):
@@ -306,9 +315,21 @@ def _train_and_evaluate(exp: Experiment, run_dir: Path, data_root: str | Path,
         record["history"].append(row)
         atomic_write_json(record_path, record)
 
+    monitor = None
+    if exp.eval_every:
+        if exp.eval_every < 0:
+            raise ValueError(f"{exp.name}: eval_every={exp.eval_every}; give 0 (evaluate at the "
+                             "end only) or a positive number of epochs")
+
+        def monitor(m, epoch):
+            """Test rank-1 and mAP every `eval_every` epochs (the last is evaluated below)."""
+            if epoch % exp.eval_every or (epoch == exp.train.epochs and exp.select == "last"):
+                return None
+            return curve_point(evaluate(m, caches["query"], caches["gallery"], dev, **exp.eval))
+
     try:
         result = fit(model, objective, exp.train, run_dir, dev, progress, checkpoint_record,
-                     validate)
+                     validate, monitor)
         record["history"] = result.history
         record["resumed_from_epoch"] = result.resumed_from
         record["evaluated_epoch"] = exp.train.epochs
@@ -320,6 +341,8 @@ def _train_and_evaluate(exp: Experiment, run_dir: Path, data_root: str | Path,
     except BaseException as err:
         record_failure(record, record_path, run_dir, err)
         raise
+    if exp.eval_every and exp.select == "last" and record["history"]:
+        record["history"][-1].update(curve_point(ev))  # the curve's last point: the final result
     record["metrics"] = {ev.protocol: ev.metrics()}
     record["cmc"] = {ev.protocol: [float(c) for c in ev.cmc]}
     record["train_time_s"] = result.wall_time_s

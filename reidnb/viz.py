@@ -299,6 +299,32 @@ def loss_curves(history: Any, keys: Sequence[str] | None = None) -> Figure:
     return fig
 
 
+def test_curve(history: Any, steps_per_epoch: int, title: str = "") -> Figure:
+    """li2019 Figs. 6-7 from a run's history rows with "test_rank1"/"test_mAP" (a run with
+    `eval_every`): rank-1 as a line (Fig. 6) and mAP as bars (Fig. 7) against training
+    iterations (epoch x `steps_per_epoch`). Rows without a test point are skipped."""
+    rows = [r for r in history if "test_rank1" in r and "test_mAP" in r]
+    if not rows:
+        raise ValueError("reidnb.viz.test_curve: no history row has test_rank1 and test_mAP "
+                         "(train with Experiment.eval_every > 0)")
+    iters = np.array([r["epoch"] * steps_per_epoch for r in rows], dtype=float)
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(iters, [r["test_rank1"] for r in rows], marker="o")
+    ax1.set_ylabel("rank-1 (%)")
+    ax1.set_title("rank-1 against iterations (Fig. 6)")
+    width = 0.6 * (np.diff(iters).min() if len(iters) > 1 else steps_per_epoch)
+    ax2.bar(iters, [r["test_mAP"] for r in rows], width=width)
+    ax2.set_ylabel("mAP (%)")
+    ax2.set_title("mAP against iterations (Fig. 7)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("training iterations")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # attention
 

@@ -59,7 +59,7 @@ def test_run_experiment_writes_record_and_reuses_it(tmp_path):
 def test_new_neutral_options_do_not_rename_existing_runs():
     exp = _tiny_exp()
     d = exp.to_dict()
-    for k in ("synth_knobs", "val_fraction", "select", "trunk_from", "numerics"):
+    for k in ("synth_knobs", "val_fraction", "select", "trunk_from", "numerics", "eval_every"):
         d.pop(k)
     for k in ("channels_last", "compile", "new_lr_mult"):  # TrainConfig fields added later
         d["train"].pop(k)
@@ -71,6 +71,7 @@ def test_new_neutral_options_do_not_rename_existing_runs():
     assert exp.replace(synth_knobs={"bag_visible_prob": 0.3}).key() != legacy
     assert exp.replace(train={"channels_last": True}).key() != legacy
     assert exp.replace(trunk_from="ide-synthreid-0123456789").key() != legacy
+    assert exp.replace(eval_every=1).key() != legacy  # a run with a learning curve
     assert exp.numerics == "native"  # the test process runs natively
     assert exp.replace(numerics="portable-v1").key() != legacy  # portable runs are other runs
 

@@ -225,7 +225,10 @@ def test_plan_runs_are_unique(profile):
             assert e.run_name == ide_experiment(profile).run_name
             continue
         factory = li2019.EXPERIMENTS[e.name]
-        assert factory(profile, None, e.train.seed).run_name == e.run_name
+        curve = e.name == "li2019_full" and e.train.seed == seeds[0]  # Figs. 6-7
+        assert e.eval_every == (li2019.CURVE_EVERY[profile] if curve else 0)
+        assert factory(profile, None, e.train.seed).replace(
+            eval_every=e.eval_every).run_name == e.run_name
     # the CPU profiles' trunk source is in the plan, and only there
     trunks = {e.trunk_from for e in runs if e.trunk_from}
     assert trunks == {e.run_name for e in plan["trunk"]}

@@ -188,7 +188,8 @@ class FitResult:
 def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path | None = None,
         device: str | torch.device = "cpu", progress: bool = True,
         on_epoch_end: Callable[[int, dict], None] | None = None,
-        validate: Callable[[nn.Module], dict[str, float]] | None = None) -> FitResult:
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        monitor: Callable[[nn.Module, int], dict[str, float] | None] | None = None) -> FitResult:
     """Train `model` for `cfg.epochs`; resume from `run_dir/checkpoint.pt` if it exists.
 
     The checkpoint holds the model, optimizer, history and the next epoch. It is replaced
@@ -203,6 +204,10 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
     "val_loss" among them; they join the epoch's history row, and the weights of the epoch with
     the lowest "val_loss" so far are written atomically to `run_dir/best.pt` (the tutorial's
     "keep the best model" loop, lakshmi Sec. "Create Training Loop").
+
+    `monitor(model, epoch)` (optional) returns numbers to record after an epoch (or None), e.g.
+    test rank-1 for a learning curve; it runs in eval mode without gradients, before the
+    checkpoint, and changes nothing of the training (each epoch reseeds every generator).
     """
     device = torch.device(device)
     seed_everything(cfg.seed)
@@ -316,6 +321,10 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str |
                     ckpt_path.with_name("best.pt"), {"model": model.state_dict(), **best}))
                     if new_best else None)
             row["best_epoch"] = best["epoch"]
+        if monitor is not None:
+            model.eval()
+            with torch.no_grad():
+                row.update({k: float(v) for k, v in (monitor(model, epoch + 1) or {}).items()})
         result.history.append(row)
         result.wall_time_s += row["time_s"]
         if ckpt_path:
