@@ -201,7 +201,7 @@ def test_plan_is_the_registrys(profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_plan_runs_are_unique(profile):
     plan = li2019.li2019_plan(profile)
-    assert set(plan) == {"trunk", "table3", "table6", "table7", "eq9"}
+    assert set(plan) == {"trunk", "table3", "table6", "table7", "eq9", "two_camera"}
     runs = [e for group in plan.values() for e in group]
     names = [e.run_name for e in runs]
     assert len(names) == len(set(names)), "a run appears twice in the plan"
@@ -225,6 +225,8 @@ def test_plan_runs_are_unique(profile):
             assert e.run_name == ide_experiment(profile).run_name
             continue
         factory = li2019.EXPERIMENTS[e.name]
+        if e in plan["two_camera"]:  # another data set: test_two_camera_runs_...
+            continue
         curve = e.name == "li2019_full" and e.train.seed == seeds[0]  # Figs. 6-7
         assert e.eval_every == (li2019.CURVE_EVERY[profile] if curve else 0)
         assert factory(profile, None, e.train.seed).replace(
@@ -242,3 +244,25 @@ def test_plan_seeds():
     assert li2019.LI2019_PLAN["smoke"]["seeds"] == (0,)
     for profile in ("synthetic", "gpu", "paper"):
         assert li2019.LI2019_PLAN[profile]["seeds"] == (0, 1, 2)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_two_camera_runs_are_cuhk03_like_and_unseen_by_the_trunk(profile):
+    from reidnb.data.synthetic import SIZES
+    runs = li2019.li2019_plan(profile)["two_camera"]
+    if li2019.TWO_CAMERA[profile] is None:
+        assert runs == []
+        return
+    size, seeds = li2019.TWO_CAMERA[profile]
+    assert SIZES[size].cams_per_id == (2, 2) and SIZES[size].distractors == 0
+    assert sorted((e.name, e.train.seed) for e in runs) == sorted(
+        (f"li2019_{v}", s) for v in ("baseline", "full") for s in seeds)
+    trunk = {e.trunk_from for e in runs}
+    for e in runs:
+        assert e.synth_size == size and e.synth_seed != ide_experiment(profile).synth_seed
+        base = li2019.li2019_experiment(profile, e.name.removeprefix("li2019_"), seed=e.train.seed)
+        assert e.replace(synth_size=base.synth_size, synth_seed=base.synth_seed).run_name \
+            == base.run_name  # only the data set differs from the Table 3 run
+    assert trunk == ({ide_experiment(profile).run_name} if profile in ("smoke", "synthetic")
+                     else {""})
+    assert li2019.li2019_plan(profile, "market1501")["two_camera"] == []

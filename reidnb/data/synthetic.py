@@ -100,6 +100,10 @@ SIZES: dict[str, SizeSpec] = {
     "smoke": SizeSpec(24, 24, (6, 10), (2, 4), distractors=12, junk=6),
     "default": SizeSpec(200, 200, (10, 22), (2, 6), distractors=500, junk=150),
     "large": SizeSpec(750, 750, (12, 28), (2, 6), distractors=3000, junk=800),
+    # CUHK03-like: every identity in exactly two cameras (a camera pair), a few images each, so
+    # a query has at most four true matches; no distractors or junk (CUHK03-NP has neither)
+    "two_camera": SizeSpec(100, 100, (6, 10), (2, 2), distractors=0, junk=0),
+    "two_camera_smoke": SizeSpec(16, 16, (6, 8), (2, 2), distractors=0, junk=0),
 }
 
 # the junk boxes: person far off-centre and badly scaled
