@@ -27,6 +27,9 @@ BLOCK_CASES = {
                      (64, 8, 4)),
                     ({"alpha_init": 0.5, "score": "sigmoid_rownorm"}, (64, 4, 2))],
     "li2019_spatial": [({}, (64, 8, 4)), ({"over": "channels"}, (64, 8, 4))],
+    # forward(x) is the block with the image as its own partner (the self-paired control)
+    "jamal2020_mutual": [({}, (64, 8, 4)), ({"sa_channels": 1, "att_act": "none"}, (64, 4, 2)),
+                         ({"parts": "spatial"}, (64, 8, 4)), ({"parts": "channel"}, (64, 8, 4))],
 }
 CASES = [pytest.param(name, options, shape, id=f"{name}-{i}")
          for name, cases in BLOCK_CASES.items() for i, (options, shape) in enumerate(cases)]

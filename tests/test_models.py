@@ -57,7 +57,12 @@ MODEL_CASES = {
                   {"encoder_padding": True, "stage": "layer2", "classifier_hidden": 8}],
     "li2019": [{}, {"attention": None}, {"alpha_init": 0.5, "score": "sigmoid", "last_stride": 1},
                {"attention": "spatial", "over": "channels", "pool": "max", "bnneck": True}],
+    "jamal2020": [{}, {"stages": ()}, {"sa_channels": 1, "parts": "spatial", "fd": "abs"},
+                  {"partner": "self", "test_mode": "self", "dropout": 0.5, "att_act": "none"}],
 }
+#: Extra forward arguments for the gradient check: a model whose blocks and verification head
+#: only run on image pairs (jamal2020's mutual attention) is given pairs of the batch.
+FORWARD_KWARGS = {"jamal2020": {"pairs": (torch.tensor([0, 1]), torch.tensor([2, 3]))}}
 
 
 def test_every_registered_model_has_test_cases():
@@ -77,10 +82,12 @@ def test_model_returns_reid_output_and_all_params_get_grad(name, kwargs):
         if out.logits is not None:
             assert out.logits.shape == (2, 5)
     model.train()
-    out = model(torch.randn(4, 3, 64, 32))
+    out = model(torch.randn(4, 3, 64, 32), **FORWARD_KWARGS.get(name, {}))
     loss = out.feat.sum() if out.logits is None else out.logits.sum() + out.feat.sum()
     if "score" in out.extras:  # attention score and pair head of a Siamese model (jeong2020)
         loss = loss + out.extras["score"].sum() + model.verify(out.feat[:2], out.feat[2:]).sum()
+    if "pair_logits" in out.extras:  # pair path: mutual attention and verification (jamal2020)
+        loss = loss + out.extras["pair_logits"].sum()
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"

@@ -12,12 +12,13 @@ from typing import Callable
 
 from torch import nn
 
-from . import jeong2020, li2019
+from . import jamal2020, jeong2020, li2019
 from .attention import AttentionBlock, merge_blocks
 from .backbones import BACKBONES, WeightsInit, build_backbone, find_imagenet_weights
 from .embedding import EmbeddingNet
 from .heads import BNNeckClassifier, ReIDOutput
 from .ide import IDE
+from .jamal2020 import Jamal2020
 from .jeong2020 import Jeong2020
 from .li2019 import Li2019
 
@@ -50,7 +51,8 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 #: Every attention block by name: each paper module's `ATTENTION_BLOCKS`, a duplicate refused.
 ATTENTION_BLOCKS: dict[str, type[AttentionBlock]] = merge_blocks(jeong2020.ATTENTION_BLOCKS,
-                                                               li2019.ATTENTION_BLOCKS)
+                                                               li2019.ATTENTION_BLOCKS,
+                                                               jamal2020.ATTENTION_BLOCKS)
 
 
 def list_attention() -> list[str]:
@@ -64,10 +66,11 @@ def build_attention(name: str, channels: int, **options) -> nn.Module:
 
 register_model("ide", IDE)
 register_model("embedding", EmbeddingNet)
+register_model("jamal2020", Jamal2020)
 register_model("jeong2020", Jeong2020)
 register_model("li2019", Li2019)
 
 __all__ = ["ATTENTION_BLOCKS", "AttentionBlock", "BACKBONES", "BNNeckClassifier", "EmbeddingNet",
-           "IDE", "Jeong2020", "Li2019", "ReIDOutput", "WeightsInit", "build_attention",
-           "build_backbone", "build_model", "find_imagenet_weights", "list_attention",
-           "list_models", "merge_blocks", "register_model"]
+           "IDE", "Jamal2020", "Jeong2020", "Li2019", "ReIDOutput", "WeightsInit",
+           "build_attention", "build_backbone", "build_model", "find_imagenet_weights",
+           "list_attention", "list_models", "merge_blocks", "register_model"]

@@ -373,7 +373,9 @@ class SiameseObjective:
     docstring); they are logged between the verification and the identification losses.
     An epoch draws `anchors_per_epoch` anchors (default: as many as training images), every
     identity once per round. `unif_weight=0` gives Table 5's "+AM" and baseline rows; the
-    uniformity loss is then still reported, without gradient.
+    uniformity loss is then still reported, without gradient. `uniformity=False` leaves that
+    term out altogether (neither computed nor logged), for a model without attention scores:
+    jamal2020's L = ID + alpha V (Eq. 13) is `uniformity=False, ver_weight=alpha`.
     """
 
     cache: ImageCache
@@ -391,6 +393,7 @@ class SiameseObjective:
     val_triplets: int = 512
     extra_terms: Sequence[Term | dict] = ()
     _terms: list[Term] = field(init=False, repr=False)
+    uniformity: bool = True
 
     def __post_init__(self):
         if self.unif_form not in losses.UNIFORMITY_FORMS:
@@ -399,7 +402,8 @@ class SiameseObjective:
         unif = Term("unif", self.unif_weight, uniformity_term,
                     {"margin": self.unif_margin, "form": self.unif_form,
                      "reduce": self.unif_reduce})
-        self._terms = build_terms([unif, *self.extra_terms], reserved=("id", "ver"))
+        own = [unif] if self.uniformity else []
+        self._terms = build_terms([*own, *self.extra_terms], reserved=("id", "ver"))
 
     def epoch_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """(P, 3) anchor / positive / negative index arrays, P distinct identities each."""
