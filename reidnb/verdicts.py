@@ -15,6 +15,10 @@ mean(d) +- t(0.975, n - 1) * sd(d) / sqrt(n), sd with n - 1 in the denominator:
 A trend over a sweep (a knob with one run per level, e.g. SynthReID's bag visibility) is read
 the same way on the least-squares slope of the gain against the knob: the 95 % interval of
 the slope from the residuals (n - 2 degrees of freedom), at least `MIN_LEVELS` levels.
+
+A chapter publishes the verdicts it shows for the landing page's scoreboard with `publish`
+(comparisons), `publish_trend` (a sweep) or `publish_not_tested` (a claim shown, not judged):
+a cell output the book's assembler reads (`reidnb.book.scoreboard`).
 """
 
 from __future__ import annotations
@@ -189,3 +193,119 @@ def verdict_table(comparisons: list[Comparison]) -> pd.DataFrame:
                           "mean difference": c.mean, "95 % low": c.low, "95 % high": c.high,
                           "per seed": ", ".join(f"{d:+.1f}" for _, d in sorted(c.diffs.items()))}
                          for c in comparisons]).round(2)
+
+
+# --- the scoreboard: verdicts a chapter publishes for the book's landing page ----------------
+
+#: The MIME type of a published verdict record. A chapter's cell outputs it (`publish`,
+#: `publish_trend`, `publish_not_tested`); the book's assembler (`reidnb.book.scoreboard`) reads
+#: it from the executed notebook, drops it from the page and builds the landing page's
+#: scoreboard from every chapter's records. The record holds only what the run records decide
+#: (no time, no machine), so nbval compares it exactly like any other output.
+MIME = "application/vnd.reidnb.verdicts+json"
+SCHEMA = 1
+#: What a trend claim can expect of the gain as its knob grows (`trend_verdict`).
+TREND_DIRECTIONS = ("rises", "falls")
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def _pair_row(c: Comparison) -> dict:
+    return {"kind": "pair", "claim": f"{c.better} > {c.base}", "metric": _shown(c.metric),
+            "percent": _is_percent(c.metric), "verdict": c.outcome,
+            "seeds": sorted(int(s) for s in c.diffs), "mean": _num(c.mean),
+            "low": _num(c.low), "high": _num(c.high)}
+
+
+def record(paper: str, claim: str, comparisons: list[Comparison]) -> dict:
+    """The published form of a claim judged by `compare`/`ordering`: one row per comparison
+    (the pair, the metric, the outcome, the paired seeds, the mean difference and its 95 %
+    interval), JSON-ready."""
+    if not isinstance(paper, str) or not paper or not isinstance(claim, str) or not claim:
+        raise ValueError("record: give the paper's key and the claim in words")
+    rows = []
+    for c in comparisons:
+        if not isinstance(c, Comparison):
+            raise TypeError(f"record: expected Comparison objects (compare, ordering), got "
+                            f"{type(c).__name__}")
+        rows.append(_pair_row(c))
+    return {"schema": SCHEMA, "paper": paper, "claim": claim, "rows": rows}
+
+
+def trend_verdict(t: Trend, expect: str) -> str:
+    """A trend's outcome as a verdict on the claim that the gain `expect`s ("rises" or "falls")
+    as the knob grows: "holds", "reversed", "within noise" or "not tested"."""
+    if expect not in TREND_DIRECTIONS:
+        raise ValueError(f"expect must be one of {TREND_DIRECTIONS}, got {expect!r}")
+    if t.outcome == "not tested":
+        return "not tested"
+    if t.outcome == "no change within noise":
+        return "within noise"
+    rises = t.outcome == "shrinks"   # `trend` speaks of the knob decreasing
+    return "holds" if rises == (expect == "rises") else "reversed"
+
+
+def trend_record(paper: str, claim: str, tables, better: str, base: str, expect: str,
+                 metrics=("rank1", "mAP"), seeds=None, knob: str = "p") -> dict:
+    """The published form of a trend claim: for each metric, `trend(tables[metric], better,
+    base)` read against `expect` ("rises": the gain of `better` over `base` grows with the
+    knob; "falls": it shrinks). `tables[metric]` is the chapter's table of that metric, one
+    row per knob level, one column per variant (a dict of frames, or a frame with the metric
+    as its first column level). `seeds` are the seeds behind each level."""
+    rec = record(paper, claim, [])
+    seeds = sorted(int(s) for s in (seeds if seeds is not None else []))
+    for metric in metrics:
+        t = trend(tables[metric], better, base)
+        rec["rows"].append({
+            "kind": "trend", "claim": f"{better} − {base} {expect} with {knob}",
+            "metric": _shown(metric), "percent": _is_percent(metric),
+            "verdict": trend_verdict(t, expect), "seeds": seeds, "levels": len(t.gains),
+            "mean": _num(t.slope), "low": _num(t.low), "high": _num(t.high)})
+    return rec
+
+
+def not_tested_record(paper: str, claim: str, why: str, seeds=None) -> dict:
+    """The published form of a claim a chapter shows but does not judge (`why`, e.g. "one seed
+    per stage")."""
+    rec = record(paper, claim, [])
+    rec["rows"].append({"kind": "note", "claim": why, "metric": "", "percent": False,
+                        "verdict": "not tested",
+                        "seeds": sorted(int(s) for s in (seeds if seeds is not None else [])),
+                        "mean": None, "low": None, "high": None})
+    return rec
+
+
+def summary_line(rec: dict) -> str:
+    """One line naming a published record: its paper, claim and the count of each verdict."""
+    counts: dict[str, int] = {}
+    for row in rec["rows"]:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(),
+                                                      key=lambda kv: OUTCOMES.index(kv[0])))
+    return f"scoreboard: {rec['paper']}, {rec['claim']}: {tally or 'no verdict'}"
+
+
+def _display(rec: dict) -> None:
+    from IPython.display import display
+
+    display({MIME: rec, "text/plain": summary_line(rec)}, raw=True)
+
+
+def publish(paper: str, claim: str, comparisons: list[Comparison]) -> None:
+    """Record the verdicts on a claim for the book's scoreboard: outputs `record(...)` under
+    `MIME` (shown in Jupyter as one line, `summary_line`). Call it in the cell that shows the
+    verdicts; the scoreboard links to that cell."""
+    _display(record(paper, claim, comparisons))
+
+
+def publish_trend(paper: str, claim: str, tables, better: str, base: str, expect: str,
+                  metrics=("rank1", "mAP"), seeds=None, knob: str = "p") -> None:
+    """`publish` for a trend over a sweep (see `trend_record`)."""
+    _display(trend_record(paper, claim, tables, better, base, expect, metrics, seeds, knob))
+
+
+def publish_not_tested(paper: str, claim: str, why: str, seeds=None) -> None:
+    """`publish` for a claim the chapter shows without judging it (see `not_tested_record`)."""
+    _display(not_tested_record(paper, claim, why, seeds))

@@ -567,3 +567,259 @@ def test_offline_check_passes_chapter_3_now_and_fails_it_before(folded_book):
     assert before.prose_math == ["The loss is zero once the negative is farther than the "
                                  "positive by at least"]
     assert before.stray_dollars == 1
+
+
+# --- the scoreboard and the table widths (tools/check_book_offline.py) ---------------------
+
+def table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def test_estimate_table_px_sums_each_columns_longest_word():
+    checker = load_checker()
+    parser = checker._TableParser()
+    parser.feed(table_html(["method", "rank1"], [["ResNet-50 +AM+UL", "91.3"]]))
+    (rows,) = parser.tables
+    width = checker.estimate_table_px(rows, font_px=13)
+    # per column the widest word ("ResNet-50" is not broken: a digit follows its hyphen; a
+    # header is bold), each with one em of padding
+    px = checker.text_px
+    expected = (max(px("method", 13, True), px("ResNet-50", 13), px("+AM+UL", 13))
+                + max(px("rank1", 13, True), px("91.3", 13)) + 26)
+    assert width == pytest.approx(expected)
+    # a colspan cell does not widen a column; words wrap at spaces and after "-" + letter
+    parser = checker._TableParser()
+    parser.feed('<table><tr><th colspan="2">a very long caption over two columns</th></tr>'
+                "<tr><td>x</td><td>anchor-positive</td></tr></table>")
+    (rows,) = parser.tables
+    assert checker.estimate_table_px(rows, 13) == pytest.approx(
+        checker.text_px("x", 13) + checker.text_px("positive", 13) + 26)
+
+
+def test_wide_tables_flags_a_table_past_the_text_column_only():
+    checker = load_checker()
+    narrow = table_html(["method", "rank-1", "mAP"], [["+self-attn", "90.2", "82.7"]])
+    wide = table_html([f"column_{i}_with_a_long_name" for i in range(12)], [["1"] * 12])
+    page = f"<html><body><article class='bd-article'>{narrow}{wide}</article></body></html>"
+    (found,) = checker.wide_tables(page)
+    assert found.startswith("table 2 (column_0_with_a_long_name") and "12 columns" in found
+    assert checker.wide_tables(narrow) == []
+    # outside <article> (the theme's own chrome) does not count
+    assert checker.wide_tables(f"{wide}<article>{narrow}</article>") == []
+
+
+def test_table_font_follows_the_books_stylesheet():
+    checker = load_checker()
+    assert checker.table_font_px('<link rel="stylesheet" href="_static/reidnb.css?v=1">') == 13
+    assert checker.table_font_px("<p>no stylesheet</p>") == 16
+
+
+SCOREBOARD_PAGE = """<html><body><article class="bd-article">
+<div id="reidnb-scoreboard" class="reidnb-scoreboard">
+<p class="reidnb-build"><span class="reidnb-fact" data-fact="profile">profile smoke</span>
+<span class="reidnb-fact" data-fact="device">device cpu</span>
+<span class="reidnb-fact" data-fact="CPU">CPU x</span>
+<span class="reidnb-fact" data-fact="commit">commit abc</span>
+<span class="reidnb-fact" data-fact="date">date 2026-11-30</span></p>
+<table class="reidnb-scoreboard-table"><tr><td><a href="04_ch.html#{anchor}">Table 5</a></td>
+<td><span class="reidnb-v reidnb-v-holds">holds</span></td></tr>
+<tr><td><a href="04_ch.html">chapter</a></td></tr></table>
+</div></article></body></html>"""
+
+
+def scoreboard_site(tmp_path: Path, page: str) -> Path:
+    (tmp_path / "index.html").write_text(
+        '<meta http-equiv="Refresh" content="0; url=intro.html" />')
+    (tmp_path / "intro.html").write_text(page)
+    (tmp_path / "04_ch.html").write_text('<div id="verdicts-x" class="reidnb-anchor"></div>')
+    return tmp_path
+
+
+def test_scoreboard_problems_pass_a_complete_scoreboard_with_working_links(tmp_path):
+    checker = load_checker()
+    site = scoreboard_site(tmp_path, SCOREBOARD_PAGE.format(anchor="verdicts-x"))
+    assert checker.landing_page(site) == "intro.html"
+    assert checker.scoreboard_problems(site, "intro.html",
+                                       (site / "intro.html").read_text()) == []
+
+
+def test_scoreboard_problems_name_what_is_missing(tmp_path):
+    checker = load_checker()
+    site = scoreboard_site(tmp_path, SCOREBOARD_PAGE.format(anchor="verdicts-gone"))
+    page = (site / "intro.html").read_text()
+    assert checker.scoreboard_problems(site, "intro.html", page) == [
+        "links to 04_ch.html#verdicts-gone, an anchor 04_ch.html does not have"]
+    no_date = page.replace('data-fact="date"', "")
+    assert "the build's date is not named" in checker.scoreboard_problems(site, "i", no_date)
+    broken = page.replace("04_ch.html#verdicts-gone", "05_missing.html#x")
+    assert checker.scoreboard_problems(site, "i", broken) == [
+        "links to 05_missing.html#x, not a page of this book"]
+    empty = page.replace("reidnb-v reidnb-v-holds", "")
+    assert "holds no table of verdicts" in checker.scoreboard_problems(site, "i", empty)
+    not_built = page.replace("<table", "<p>Scoreboard: not built yet.</p><table")
+    assert "not built yet" in checker.scoreboard_problems(site, "i", not_built)[-1]
+    assert checker.scoreboard_problems(site, "i", "<p>Hello</p>") == [
+        'i has no scoreboard (no element id="reidnb-scoreboard")']
+
+
+def test_check_book_static_checks_the_scoreboard_on_the_landing_page_only(tmp_path):
+    checker = load_checker()
+    site = scoreboard_site(tmp_path, SCOREBOARD_PAGE.format(anchor="verdicts-x"))
+    reports = {r.page: r for r in checker.check_book(site, tmp_path / "out", static=True)}
+    assert reports["intro.html"].scoreboard == [] and reports["intro.html"].problems() == []
+    assert reports["04_ch.html"].scoreboard is None and reports["index.html"].scoreboard is None
+    (site / "intro.html").write_text("<p>no scoreboard</p>")
+    reports = {r.page: r for r in checker.check_book(site, tmp_path / "out", static=True)}
+    assert reports["intro.html"].problems() == [
+        'scoreboard: intro.html has no scoreboard (no element id="reidnb-scoreboard")']
+
+
+def test_layout_server_injects_the_measuring_script_on_request(tmp_path):
+    from urllib.request import urlopen
+
+    checker = load_checker()
+    (tmp_path / "p.html").write_text("<html><body><table></table></body></html>")
+    server, port = checker.start_layout_server(tmp_path)
+    try:
+        plain = urlopen(f"http://127.0.0.1:{port}/p.html").read().decode()
+        measured = urlopen(f"http://127.0.0.1:{port}/p.html?reidnb-layout").read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert plain == "<html><body><table></table></body></html>"
+    assert measured == ("<html><body><table></table>" + checker.LAYOUT_JS + "</body></html>")
+
+
+def test_measured_wide_tables_compares_with_the_measured_column():
+    checker = load_checker()
+    layout = {"column": 688, "viewport": 1280, "tables": [
+        {"index": 0, "width": 688, "text": "fits"}, {"index": 1, "width": 689, "text": "round"},
+        {"index": 2, "width": 707, "text": "encoder convs here"}]}
+    assert checker.measured_wide_tables(layout) == [
+        "table 3 (encoder convs here...): 707 px, the column 688 px"]
+    rep = checker.PageReport(page="p", wide_tables=["x"], widths_measured=True)
+    assert rep.problems() == ["table wider than the text column at 1280 px (measured): x"]
+
+
+def worst_case_claims_table():
+    """The ledger with every own method's cell filled by this build, on SynthReID and (Market)
+    on the claim's data set, the widest a claims table can get."""
+    from reidnb.claims import is_quoted, load_claims
+    from reidnb.results import SYNTH_COLUMN, claims_vs_runs
+
+    table = claims_vs_runs(load_claims(), [])
+    own = ~table.method.map(is_quoted)
+    table.loc[own, SYNTH_COLUMN] = "88.8 ± 10.2 (n=10)"
+    table.loc[own & (table.dataset == "market1501"), "reproduced"] = "88.8 ± 10.2 (n=10)"
+    return table
+
+
+def test_claims_page_tables_fit_the_text_column():
+    from reidnb.book.claims_page import paper_claims_html
+
+    checker = load_checker()
+    table = worst_case_claims_table()
+    for paper in table.paper.unique():
+        html = f"<article>{paper_claims_html(table, paper)}</article>"
+        assert checker.wide_tables(html, font_px=checker.TABLE_FONT_PX) == [], paper
+
+
+def test_scoreboard_table_fits_the_text_column():
+    import pandas as pd
+
+    from reidnb import verdicts
+    from reidnb.book import scoreboard
+
+    vals = pd.DataFrame([(label, s, 10.0 * s + i) for i, label in enumerate(
+        ["+AM+UL, Eq. 8 as printed", "+AM (no uniformity loss)"]) for s in range(5)],
+        columns=["label", "seed", "rank1"])
+    vals["mAP"] = vals["rank1"]
+    vals["score ratio"] = vals["rank1"]
+    comps = [verdicts.compare(vals, "+AM+UL, Eq. 8 as printed", "+AM (no uniformity loss)", m)
+             for m in ("rank1", "mAP", "score ratio")]
+    rec = verdicts.record("jeong2020", "Eq. 8: the uniformity loss, either sign, against +AM "
+                                       "alone", comps)
+    entries = [scoreboard.Entry("04_jeong2020_uniformity", "Chapter 4 — Uniformity attentive "
+                                "Siamese network (jeong2020)", "verdicts-x", rec)]
+    text = scoreboard.render(entries, {f: "a value" for f in scoreboard.FACTS})
+    assert load_checker().wide_tables(f"<article>{text}</article>", font_px=13) == []
+
+
+@pytest.fixture(scope="module")
+def scoreboard_book(tmp_path_factory) -> Path:
+    """The real book/ folder (config, landing page, stylesheet) building one chapter that
+    published two verdict records and one page of claims tables (no kernel, no vendored
+    JavaScript)."""
+    from reidnb import verdicts
+    from reidnb.book.claims_page import paper_claims_html
+
+    root = tmp_path_factory.mktemp("scoreboardbook")
+    (root / "executed").mkdir()
+    rec = verdicts.record("jeong2020", "Table 5: baseline < +AM < +AM+UL (ResNet-50)", [])
+    untested = verdicts.not_tested_record("jeong2020", "Table 6: layer3 is best",
+                                          "one seed per stage", [0])
+    outputs = [{"output_type": "display_data", "metadata": {},
+                "data": {verdicts.MIME: r, "text/plain": verdicts.summary_line(r)}}
+               for r in (rec, untested)]
+    nb = executed_nb(md_cell("## 5. Table 5", "s5"),
+                     code_cell("verdicts.publish(...)", outputs=outputs[:1], cell_id="v1"),
+                     code_cell("verdicts.publish_not_tested(...)", outputs=outputs[1:],
+                               cell_id="v2"))
+    nb["cells"][0]["source"] = "# Chapter 4 — Uniformity (`jeong2020`)"
+    (root / "executed" / "04_jeong2020.ipynb").write_text(json.dumps(nb))
+    table = worst_case_claims_table()
+    claims = executed_nb(md_cell("## Inconsistencies found while transcribing", "inc"), *[
+        code_cell(f"show({paper!r})", cell_id=f"c{i}", outputs=[{
+            "output_type": "display_data", "metadata": {},
+            "data": {"text/html": paper_claims_html(table, paper), "text/plain": "<HTML>"}}])
+        for i, paper in enumerate(table.paper.unique())])
+    claims["cells"][0]["source"] = "# Claims and reproductions"
+    (root / "executed" / "99_claims.ipynb").write_text(json.dumps(claims))
+    (root / "executed" / "build.json").write_text(json.dumps({
+        "cpu": "Test CPU", "cores": 2, "commit": "abc1234", "date": "2026-11-30T16:20:00+00:00"}))
+    asm = book.assemble(root / "executed", root / "book", REPO / "book", root / "nb")
+    assert asm.scoreboard and len(asm.verdicts) == 2
+    return book.run_jupyter_book(root / "book").parent
+
+
+@pytest.mark.slow
+def test_built_landing_page_holds_a_scoreboard_whose_links_land(scoreboard_book):
+    checker = load_checker()
+    landing = checker.landing_page(scoreboard_book)
+    page = (scoreboard_book / landing).read_text()
+    assert landing == "intro.html" and 'href="_static/reidnb.css' in page
+    assert checker.scoreboard_problems(scoreboard_book, landing, page) == []
+    assert "04_jeong2020.html#verdicts-jeong2020-table-6-layer3-is-best" in page
+    chapter = (scoreboard_book / "04_jeong2020.html").read_text()
+    assert 'id="verdicts-jeong2020-table-6-layer3-is-best"' in chapter
+    assert verdicts_mime_absent(chapter)
+    reports = checker.check_book(scoreboard_book, scoreboard_book / "check", static=True)
+    assert {r.page: r.problems() for r in reports if r.problems()} == {}
+
+
+def verdicts_mime_absent(page: str) -> bool:
+    from reidnb import verdicts
+
+    return verdicts.MIME not in page and "scoreboard: jeong2020" not in page
+
+
+@pytest.mark.slow
+def test_built_pages_fit_the_text_column_in_chromium(scoreboard_book, tmp_path):
+    if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    checker = load_checker()
+    chromium = checker.find_chromium()
+    server, port = checker.start_layout_server(scoreboard_book)
+    try:
+        layouts = {page: checker.measure_layout(
+            chromium, f"http://127.0.0.1:{port}/{page}?reidnb-layout", 5000, 90,
+            tmp_path / f"{page}.netlog.json") for page in ("intro.html", "99_claims.html")}
+    finally:
+        server.shutdown()
+        server.server_close()
+    for page, layout in layouts.items():
+        assert layout is not None and 600 <= layout["column"] <= 800, page
+        assert layout["tables"], page
+        assert checker.measured_wide_tables(layout) == [], page

@@ -1,6 +1,6 @@
 """Assemble and build the reidnb Jupyter Book so that it builds and reads without a network.
 
-The book source folder (`build/book/`) is put together from three things:
+The book source folder (`build/book/`) is put together from four things:
 
 - `book/`: `_config.yml`, markdown pages (`intro.md`, `claims.md`, ...) and `_toc.yml`, a
   template whose `root` and listed pages are kept while the chapters are generated;
@@ -9,7 +9,10 @@ The book source folder (`build/book/`) is put together from three things:
   warning admonition saying so. In the book's copy, the `parameters` cell and papermill's
   `injected-parameters` cell become one line of prose ("This build: profile ..."); code cells
   tagged `hide-input` (the set-up after the parameters) show their outputs with the code folded,
-  which myst-nb does from the tag;
+  which myst-nb does from the tag; the verdict records a chapter published
+  (`reidnb.verdicts.publish`) leave the page for the scoreboard, an anchor in their place;
+- the scoreboard (`reidnb.book.scoreboard`): every chapter's verdicts and the build's profile,
+  device, CPU, commit and date, written into the root page (`intro.md`) at its placeholder;
 - the JavaScript a page loads, served from `_static/vendor/` instead of a CDN: MathJax 3
   (`tex-mml-chtml`, the bundle Sphinx uses, with its fonts and lazily loaded parts), RequireJS
   and the Jupyter widget manager `embed-amd.js` (which defines `@jupyter-widgets/base` and
@@ -126,6 +129,10 @@ class Assembly:
     fallbacks: list[str] = field(default_factory=list)  # chapters taken from notebooks/
     pages: list[str] = field(default_factory=list)      # hand-written pages after the chapters
     missing_pages: list[str] = field(default_factory=list)  # declared in _toc.yml, no file
+    root: str = ""                                       # the landing page's docname
+    parameters: dict[str, dict] = field(default_factory=dict)  # chapter -> effective values
+    verdicts: list = field(default_factory=list)         # scoreboard.Entry, in chapter order
+    scoreboard: bool = False                             # written into the root page
 
 
 def _default(path: str | Path | None, name: str) -> Path:
@@ -270,6 +277,41 @@ def parameter_values(source: str) -> dict[str, str]:
     return values
 
 
+def parameter_literals(source: str) -> dict[str, object]:
+    """The names a parameters cell assigns a literal to, with the literal's value (an
+    expression that is not a literal is left out; invalid Python gives nothing)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    values: dict[str, object] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        if not targets:
+            continue
+        try:
+            literal = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                values[target.id] = literal
+    return values
+
+
+def effective_parameters(nb: dict) -> dict[str, object]:
+    """A notebook's parameters as it ran: the `parameters` cell's literals, overridden by
+    papermill's `injected-parameters` cell."""
+    values: dict[str, object] = {}
+    for tag in ("parameters", "injected-parameters"):
+        cell = next((c for c in nb.get("cells") or [] if c.get("cell_type") == "code"
+                     and tag in _cell_tags(c)), None)
+        if cell is not None:
+            values.update(parameter_literals(_cell_source(cell)))
+    return values
+
+
 def parameters_line(values: dict[str, str]) -> str:
     """One line of prose: "*This build:* profile `smoke`, data set `synthreid`, ..."."""
     parts = [f"{PARAMETER_LABELS.get(name, name.replace('_', ' '))} {shown}"
@@ -306,31 +348,53 @@ def present_parameters(nb: dict) -> dict:
     return nb
 
 
-def _place_chapter(stem: str, executed_dir: Path, notebooks_dir: Path, out_dir: Path) -> bool:
-    """Write chapter `stem` into `out_dir` (parameters as one line, see `present_parameters`);
-    True when it fell back to the committed notebook."""
+def _place_chapter(stem: str, executed_dir: Path, notebooks_dir: Path, out_dir: Path,
+                   asm: Assembly) -> bool:
+    """Write chapter `stem` into `out_dir` (parameters as one line, see `present_parameters`;
+    published verdicts taken out, see `scoreboard.take_verdicts`, and added to `asm`); True
+    when it fell back to the committed notebook."""
+    from . import scoreboard
+
     executed = executed_dir / f"{stem}.ipynb"
     committed = notebooks_dir / f"{stem}.ipynb"
     source = executed if executed.is_file() else committed
     if source.is_file():
+        fallback = source == committed
         try:
-            nb = present_parameters(json.loads(source.read_text(encoding="utf-8")))
-        except BookError as exc:
+            nb = json.loads(source.read_text(encoding="utf-8"))
+            if isinstance(nb, dict) and isinstance(nb.get("cells"), list):
+                asm.parameters[stem] = effective_parameters(nb)
+            nb = present_parameters(nb)
+            asm.verdicts += scoreboard.take_verdicts(nb, stem, fallback)
+        except (BookError, scoreboard.ScoreboardError) as exc:
             raise BookError(f"{source}: {exc}") from None
-        if source == committed:
+        if fallback:
             nb = add_fallback_note(nb, executed, committed)
         (out_dir / source.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False),
                                            encoding="utf-8")
-        return source == committed
+        return fallback
     raise BookError(f"chapter {stem}: neither {executed} nor {committed} exists; "
                     "execute it (reidnb book) or commit its paired .ipynb")
+
+
+def _write_scoreboard(asm: Assembly, executed_dir: Path) -> None:
+    """Render the scoreboard into the root page, when it is a markdown page."""
+    from . import scoreboard
+
+    page = asm.out_dir / f"{asm.root}.md"
+    if not page.is_file():
+        return
+    facts = scoreboard.build_facts(asm.parameters, scoreboard.read_build_info(executed_dir))
+    scoreboard.write_into_page(page, scoreboard.render(asm.verdicts, facts,
+                                                       committed=asm.fallbacks))
+    asm.scoreboard = True
 
 
 def _write_toc(toc: dict, asm: Assembly, toc_path: Path) -> None:
     """Root, then the chapters, then the template's pages that exist (the rest noted missing)."""
     import yaml
 
-    root = str(toc["root"])
+    root = asm.root = str(toc["root"])
     if not _page_exists(asm.out_dir, root):
         raise BookError(f"{toc_path}: root page {root!r} has no file")
     for entry in toc.get("chapters") or []:
@@ -366,10 +430,11 @@ def assemble(executed_dir: str | Path, out_dir: str | Path, book_src: str | Path
     _copy_book_src(book_src, out_dir)
     asm = Assembly(out_dir=out_dir)
     for stem in find_chapters(executed_dir, notebooks_dir):
-        if _place_chapter(stem, executed_dir, notebooks_dir, out_dir):
+        if _place_chapter(stem, executed_dir, notebooks_dir, out_dir, asm):
             asm.fallbacks.append(stem)
         asm.chapters.append(stem)
     _write_toc(toc, asm, book_src / "_toc.yml")
+    _write_scoreboard(asm, executed_dir)
     return asm
 
 
@@ -488,6 +553,9 @@ def build(executed_dir: str | Path, out_dir: str | Path, book_src: str | Path | 
     if asm.missing_pages:
         warnings.warn(f"pages declared in _toc.yml but not written yet, left out: "
                       f"{', '.join(asm.missing_pages)}", BookWarning, stacklevel=2)
+    if asm.scoreboard and not asm.verdicts:
+        warnings.warn("no chapter recorded its verdicts (reidnb.verdicts.publish): the landing "
+                      "page's scoreboard says 'not built yet'", BookWarning, stacklevel=2)
     vendor_assets(out_dir, book_src, vendor_dir)
     index = run_jupyter_book(out_dir, strict=strict)
     if check_offline:

@@ -107,6 +107,7 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
              device: str = "cpu", only: list[str] | None = None) -> int:
     """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
     from .assemble import build as build_book
+    from .scoreboard import write_build_info
     from ..experiments import SYNTH_SIZE, Experiment, check_profile, dataset_root
 
     check_profile(profile)  # before any data is generated
@@ -122,6 +123,8 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     print(f"      {folder} ready ({timings['synthreid']:.1f} s)", flush=True)
     srcs = chapter_sources(only=only)
     params = {"profile": profile, "data_root": data_root, "device": device}
+    # the machine, commit and time the landing page's scoreboard names
+    write_build_info(out_dir / "executed", profile, device)
     for i, src in enumerate(srcs, 1):
         print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile})", flush=True)
         timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params,
