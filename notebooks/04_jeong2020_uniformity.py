@@ -391,6 +391,7 @@ viz.seed_spread(values5, title=f"Table 5 on {dataset}, {profile} profile: one do
 display(Markdown(verdicts.RULE))
 order = ["ResNet-50 baseline", "ResNet-50 +AM", "ResNet-50 +AM+UL"]
 table5_verdicts = verdicts.ordering(values5, order, "rank1") + verdicts.ordering(values5, order, "mAP")
+verdicts.publish("jeong2020", "Table 5: baseline < +AM < +AM+UL (ResNet-50)", table5_verdicts)
 verdicts.verdict_table(table5_verdicts)
 
 # %%
@@ -467,6 +468,8 @@ eq8_verdicts = [verdicts.compare(eq8_values, form, ref, m)
 # a lower ratio is the loss's aim: "+AM > form" on the ratio means the form made it lower
 eq8_verdicts += [verdicts.compare(eq8_values, ref, form, "score ratio")
                  for form in ("+AM+UL, text form", "+AM+UL, Eq. 8 as printed")]
+verdicts.publish("jeong2020", "Eq. 8: the uniformity loss, either sign, against +AM alone",
+                 eq8_verdicts)
 verdicts.verdict_table(eq8_verdicts)
 
 # %% [markdown]
@@ -496,6 +499,8 @@ verdict = best_row(table6, "rank1", what="stage")
 if verdict:
     print(verdict)
 print(f"'layer3 is best' is not tested here: one seed per stage, {verdicts.MIN_SEEDS} needed")
+verdicts.publish_not_tested("jeong2020", "Table 6: the module is best after layer3",
+                            "one seed per stage", seeds=[first])
 
 # %% [markdown]
 # The uniformity loss's weight and per-cell margin, full model, first seed (the paper gives
@@ -557,6 +562,9 @@ for metric, shown in (("rank1", "rank-1"), ("mAP", "mAP")):
     for line in verdicts.trend_sentences(sweep_by_metric[metric], "+AM+UL", "baseline", shown,
                                          knob="p", decreasing="the bag is seen less often"):
         print(line)
+verdicts.publish_trend("jeong2020", "Fig. 1: the gain of +AM+UL over the baseline grows as the "
+                       "bag is seen less often", sweep_by_metric, "+AM+UL", "baseline",
+                       expect="falls", seeds=[first], knob="p")
 
 # %% [markdown]
 # ## 8. Figure 5 — activation maps of the three variants

@@ -21,15 +21,10 @@
 # each, `reidnb.results.claims_vs_runs` puts what this build's runs measured, from the run
 # records of this build's profile (one configuration per run: the current code's):
 #
-# - "reproduced": runs on the claim's own data set (Market-1501, DukeMTMC-reID or a CUHK03-NP
-#   box type), the mean ± sample standard deviation over seeds with their count n, or the value
-#   of a single seed; "not run" where there is none;
-# - "SynthReID (this build)": runs of the same method on the synthetic SynthReID. They are never
-#   counted as reproductions: a SynthReID number is not a Market-1501 number, only the setting
-#   is the paper's.
-#
-# Only the `paper` profile trains on a real data set by default (Market-1501); in the others
-# every run is on SynthReID and "reproduced" reads "not run" throughout.
+# a run on the claim's own data set (Market-1501, DukeMTMC-reID or a CUHK03-NP box type) is a
+# reproduction; a run of the same method on SynthReID is shown too, in grey italics, and never
+# counted as one: a SynthReID number is not a Market-1501 number, only the setting is the
+# paper's. Only the `paper` profile trains on a real data set by default.
 
 # %% tags=["parameters"]
 profile = "synthetic"
@@ -45,7 +40,8 @@ from IPython.display import HTML, Markdown, display
 
 import reidnb.book.notebook
 from reidnb.claims import load_claims
-from reidnb.results import claims_coverage, claims_vs_runs, load_records, paper_claims_tables
+from reidnb.book.claims_page import paper_claims_html
+from reidnb.results import claims_coverage, claims_vs_runs, load_records
 
 reidnb.book.notebook.setup(profile)
 claims = load_claims()
@@ -55,22 +51,18 @@ claims_coverage(table)
 
 # %% [markdown]
 # ## Per paper
-# For each paper: its own methods first, one table per printed table, data set and protocol
-# (rows in the order of `reidnb.claims.METHODS`), with "paper" and "this build" side by side
-# wherever a run on that data set exists; then this build's SynthReID values of the linked
-# methods; then, folded, the rows the paper quotes from other work ("(quoted [N])", N being the
-# paper's own reference number). An empty cell is one the paper leaves blank.
+# For each paper, one table of its own methods (rows, in the order of `reidnb.claims.METHODS`)
+# and metrics (columns), with a row group per printed table, data set and protocol. Under each
+# metric the paper's number and this build's mean stand side by side, with the number of seeds
+# n. A build value in grey italics comes from SynthReID: the paper's setting on synthetic data,
+# never a reproduction. The rows the paper quotes from other work ("(quoted [N])", N being the
+# paper's own reference number) are folded below. ⚠ marks a cell flagged while transcribing;
+# the notes follow each paper, and the last section gives the details. An empty cell is one the
+# paper leaves blank.
 
 # %%
 for paper in table.paper.unique():
-    display(Markdown(f"### {paper}"))
-    parts = paper_claims_tables(table, paper)
-    for part in (p for p in parts if not p.quoted):
-        display(Markdown(f"**{part.caption}**"), part.frame)
-    quoted = [f"<p><b>{p.caption}</b></p>{p.frame.to_html()}" for p in parts if p.quoted]
-    if quoted:
-        display(HTML(f"<details><summary>Quoted from other work ({len(quoted)} tables)</summary>"
-                     + "".join(quoted) + "</details>"))
+    display(Markdown(f"### {paper}"), HTML(paper_claims_html(table, paper)))
 
 # %% [markdown]
 # ## Inconsistencies found while transcribing
