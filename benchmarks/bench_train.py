@@ -41,6 +41,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import reidnb  # noqa: F401  (first: it sets how torch's threads wait before torch loads)
 import numpy as np
 import torch
 from PIL import Image
