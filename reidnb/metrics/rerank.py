@@ -20,6 +20,16 @@ What that code does, step by step (all items = queries then gallery, N of them):
 
 How this implementation differs from that code (same numbers, other costs):
 
+* The inputs are read where they lie, whatever their layout and dtype (numpy or torch, float32
+  or float64, C- or F-ordered, views of one larger matrix, read-only arrays): nothing is
+  copied whole, and every reader squares what it reads in the input precision, then works in
+  float32 (the same numbers as squaring the joined matrix first). One pass over each block
+  (`_scan`, in bands that follow its layout) checks the values, takes the column scales and
+  the gallery search's group minima. Column-major g_g (F order, a transposed tensor) has the
+  gallery's rows of M contiguous, so they are built directly (`_explicit_nearest`) instead.
+  Before this, a float64 view of one (N, N) matrix cost 3x the float32 time at Market scale:
+  whole contiguous copies, several float64 passes, and a strided `index_select` that took a
+  slow path (benchmarks/README.md).
 * No N x N matrix is formed. Nearest neighbours (step 2) come from a two-round search: items
   are cut into groups, the groups with the smallest minima are picked, then only their entries
   are ranked (`_smallest`, `_grouped_gallery_nearest`). For the gallery this runs over rows of
@@ -53,22 +63,70 @@ EXPANSIONS = ("strict", "loose")
 _ROW_ELEMENTS = 1 << 19  # cells of a (rows x N) working block
 _OVERLAP_CELLS = 1 << 22  # (query, gallery) overlaps summed at once
 _TRANSPOSE_BAND = 64  # least rows of an input block transposed at once
-_BAND_CELLS = 1 << 18  # cells of an input block transposed at once
+_BAND_CELLS = 1 << 18  # cells of an input band squared at once (scan, transposes)
 
 
 class _Blocks:
-    """The three input blocks of the joined N x N distance matrix D (made contiguous, so that
-    entries can be read through flat views)."""
+    """The three input blocks of the joined N x N distance matrix D, read where they lie: any
+    strides (C- or F-ordered, views of one larger matrix), any real dtype. Nothing is copied
+    whole; every reader squares what it reads (`sq`), in float32 from then on.
 
-    def __init__(self, q_g: torch.Tensor, q_q: torch.Tensor, g_g: torch.Tensor) -> None:
-        self.q_g, self.q_q, self.g_g = q_g.contiguous(), q_q.contiguous(), g_g.contiguous()
+    `dtype` is the precision the squares are taken in: the blocks' common dtype (float64 for
+    integers), as the authors' code squares its input before casting to float32."""
+
+    def __init__(
+        self, q_g: torch.Tensor, q_q: torch.Tensor, g_g: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
         self.num_q, self.num_g = q_g.shape
         self.num = self.num_q + self.num_g
+        self.dtype = _common_dtype(q_g, q_q, g_g) if dtype is None else dtype
+        # float16/bfloat16/float32 squares are the same whether taken in float32 or float64
+        # (their exact products are rounded once to float32 either way): take them in float32
+        self._narrow = self.dtype in (torch.float32, torch.float64)
+        self._flat = {id(t): _storage_span(t) for t in (q_g, q_q, g_g)}
+
+    def sq(self, x: torch.Tensor) -> torch.Tensor:
+        """float32(x ** 2), squared in the blocks' precision (a no-copy float32 product when x
+        is float32)."""
+        if x.dtype != self.dtype:
+            narrow = self._narrow and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            x = x.to(torch.float32 if narrow else self.dtype)
+        # (squaring straight into a float32 `out` would save a temporary, but torch's
+        # mixed-dtype kernel is ~3x slower on column-major bands: measured, not adopted)
+        return (x * x).to(torch.float32)
+
+    def square_into(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """dst = float32(src ** 2) for a float32 `dst` of src's shape, in bands that follow
+        src's layout: bands of rows when its rows are contiguous, else bands of columns (the
+        copy then transposes; reading a tall column slice in one go is several times slower,
+        and many small bands cost more in calls than they save). The temporaries stay about
+        _BAND_CELLS cells."""
+        rows, cols = src.shape
+        if _rows_contiguous(src):
+            step = max(1, _BAND_CELLS // max(1, cols))
+            bands = [(src[a : a + step], dst[a : a + step]) for a in range(0, rows, step)]
+        else:
+            step = max(_TRANSPOSE_BAND, _BAND_CELLS // max(1, rows))
+            bands = [(src[:, c : c + step], dst[:, c : c + step]) for c in range(0, cols, step)]
+        in_place = src.dtype == torch.float32 and self._narrow
+        for part, out in bands:
+            if in_place:
+                torch.mul(part, part, out=out)
+            else:
+                out.copy_(self.sq(part))
+
+    def take(self, table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """table[rows, cols] elementwise (broadcast), flattened: one index_select on the span
+        of storage that `table` lies in (much faster than advanced indexing)."""
+        flat = rows * table.stride(0) + cols * table.stride(1)
+        return self._flat[id(table)].index_select(0, flat.reshape(-1))
 
     def full(self, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """D[r, c] elementwise, for 1-D index tensors `r` and `c` (the blocks are contiguous)."""
+        """float32 D[r, c] ** 2 elementwise, for 1-D index tensors `r` and `c`."""
         nq = self.num_q
-        out = torch.empty(r.shape, dtype=self.q_g.dtype, device=r.device)
+        out = torch.empty(r.shape, dtype=torch.float32, device=r.device)
         r_q, c_q = r < nq, c < nq
         parts = (  # (entries of the block, the block, its row and column of D[r, c])
             (r_q & c_q, self.q_q, r, c),
@@ -79,8 +137,8 @@ class _Blocks:
         for mask, table, rows, cols in parts:
             sel = torch.nonzero(mask).squeeze(1)
             if sel.numel():
-                flat = rows.index_select(0, sel) * table.shape[1] + cols.index_select(0, sel)
-                out.index_copy_(0, sel, table.view(-1).index_select(0, flat))
+                found = self.take(table, rows.index_select(0, sel), cols.index_select(0, sel))
+                out.index_copy_(0, sel, self.sq(found))
         return out
 
     def squared_rows(self, a: int, b: int, out: torch.Tensor) -> None:
@@ -88,37 +146,31 @@ class _Blocks:
         within the queries or within the gallery."""
         nq = self.num_q
         if b <= nq:
-            _square_into(self.q_q[:, a:b], out[:, :nq], transpose=True)
-            _square_into(self.q_g[a:b], out[:, nq:], transpose=False)
+            self.square_into(self.q_q[:, a:b].T, out[:, :nq])
+            self.square_into(self.q_g[a:b], out[:, nq:])
         else:
-            _square_into(self.q_g[:, a - nq : b - nq], out[:, :nq], transpose=True)
-            _square_into(self.g_g[:, a - nq : b - nq], out[:, nq:], transpose=True)
+            self.square_into(self.q_g[:, a - nq : b - nq].T, out[:, :nq])
+            self.square_into(self.g_g[:, a - nq : b - nq].T, out[:, nq:])
 
 
-def _square_into(src: torch.Tensor, dst: torch.Tensor, transpose: bool) -> None:
-    """dst = float32(src ** 2), or of src.T. The transpose goes in bands of rows of `src` of
-    about _BAND_CELLS cells (reading a tall column slice in one go is several times slower,
-    and many small bands cost more in calls than they save)."""
-    if not transpose:
-        bands = [(src, dst)]
-    else:
-        step = max(_TRANSPOSE_BAND, _BAND_CELLS // max(1, dst.shape[0]))
-        bands = [(src[r : r + step].T, dst[:, r : r + step]) for r in range(0, src.shape[0], step)]
-    for part, out in bands:
-        if part.dtype == torch.float32:
-            torch.mul(part, part, out=out)
-        else:
-            out.copy_(part * part)
+def _common_dtype(*tables: torch.Tensor) -> torch.dtype:
+    """The dtype the authors' code would square in: the promoted one, float64 for integers."""
+    dtype = tables[0].dtype
+    for t in tables[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype if dtype.is_floating_point else torch.float64
+
+
+def _storage_span(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of the stretch of storage a 2-D tensor's entries lie in: entry [r, c] is at
+    r * t.stride(0) + c * t.stride(1) (non-negative strides, as torch has)."""
+    span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    return t.as_strided((span,), (1,))
 
 
 def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table[index] for a 2-D table (index_select is much faster than advanced indexing)."""
     return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
-
-
-def _square32(x: torch.Tensor) -> torch.Tensor:
-    """Square in the input precision, then cast to float32, as the authors' code does."""
-    return (x * x).to(torch.float32)
 
 
 def _row_blocks(lo: int, hi: int, width: int, least: int = 1) -> list[tuple[int, int]]:
@@ -127,12 +179,80 @@ def _row_blocks(lo: int, hi: int, width: int, least: int = 1) -> list[tuple[int,
     return [(a, min(a + step, hi)) for a in range(lo, hi, step)]
 
 
+def _scan_block(
+    blocks: _Blocks, x: torch.Tensor, group: int, want_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One pass over the block `x`, in bands that follow its layout, of float32 squares:
+    (the maximum of every column, of every row if `want_rows`, and when group > 1 the minimum
+    of every group of `group` consecutive rows in every column, (ceil(rows / group), cols)).
+    NaN propagates into the maxima."""
+    rows, cols = x.shape
+    dev = x.device
+    col_max = torch.zeros(cols, dtype=torch.float32, device=dev)
+    row_max = torch.zeros(rows, dtype=torch.float32, device=dev) if want_rows else None
+    mins = None
+    if group > 1:
+        mins = torch.empty(-(-rows // group), cols, dtype=torch.float32, device=dev)
+
+    def group_mins(s: torch.Tensor, g0: int, out_cols: slice) -> None:
+        whole = s.shape[0] - s.shape[0] % group
+        if whole:
+            part = s[:whole].reshape(whole // group, group, s.shape[1]).amin(dim=1)
+            mins[g0 : g0 + whole // group, out_cols] = part
+        if whole < s.shape[0]:  # the last, partial group
+            mins[g0 + whole // group, out_cols] = s[whole:].amin(dim=0)
+
+    if _rows_contiguous(x):
+        step = max(group, _BAND_CELLS // max(1, cols) // group * group)
+        for a in range(0, rows, step):
+            s = blocks.sq(x[a : a + step])
+            torch.maximum(col_max, s.amax(dim=0), out=col_max)
+            if row_max is not None:
+                row_max[a : a + step] = s.amax(dim=1)
+            if mins is not None:
+                group_mins(s, a // group, slice(None))
+    else:  # columns are contiguous (F order, transposed tensors)
+        step = max(1, _BAND_CELLS // max(1, rows))
+        for c in range(0, cols, step):
+            s = blocks.sq(x[:, c : c + step])
+            col_max[c : c + step] = s.amax(dim=0)
+            if row_max is not None:
+                torch.maximum(row_max, s.amax(dim=1), out=row_max)
+            if mins is not None:
+                group_mins(s, 0, slice(c, c + step))
+    return col_max, row_max, mins
+
+
+def _scan(blocks: _Blocks, group: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over every input block: the scale max_k D[k, i]**2 of every item i (float32:
+    the scale of row i of M; squaring commutes with the maximum of |D|), and when group > 1
+    the smallest square of every group of `group` consecutive rows of q_g, then of g_g, in
+    every gallery column (`_grouped_gallery_nearest`'s first round). Raises ValueError naming
+    a block that holds NaN or infinities, or whose squares overflow float32."""
+    qq_col, _, _ = _scan_block(blocks, blocks.q_q, 1, want_rows=False)
+    qg_col, qg_row, qg_mins = _scan_block(blocks, blocks.q_g, group, want_rows=True)
+    gg_col, _, gg_mins = _scan_block(blocks, blocks.g_g, group, want_rows=False)
+    for name, table, col in (("q_g_dist", blocks.q_g, qg_col), ("q_q_dist", blocks.q_q, qq_col),
+                             ("g_g_dist", blocks.g_g, gg_col)):
+        if not bool(torch.isfinite(col).all()):
+            if torch.is_floating_point(table) and not bool(torch.isfinite(table).all()):
+                raise ValueError(f"{name}: contains NaN or infinite values")
+            # finite distances whose squares are not: squared in float16 (as the authors'
+            # code would for float16 input; overflows above 255) or cast to float32
+            half = blocks.dtype == torch.float16
+            raise ValueError(
+                f"{name}: distances up to {float(table.abs().max()):.3g} overflow "
+                f"{'float16' if half else 'float32'} when squared (re-ranking works on squared "
+                f"distances); expected distances below {255 if half else 1.8e19:.3g}, scale "
+                f"them down{' or pass float32' if half else ''}")
+    col_max = torch.cat([torch.maximum(qq_col, qg_row), torch.maximum(qg_col, gg_col)])
+    mins = None if group == 1 else torch.cat([qg_mins, gg_mins])
+    return col_max, mins
+
+
 def _column_max(blocks: _Blocks) -> torch.Tensor:
-    """max_k D[k, i]**2 of every item i (float32): the scale of row i of M. The blocks hold
-    |D|, and squaring commutes with the maximum of non-negative numbers."""
-    q_part = torch.maximum(blocks.q_q.amax(dim=0), blocks.q_g.amax(dim=1))
-    g_part = torch.maximum(blocks.q_g.amax(dim=0), blocks.g_g.amax(dim=0))
-    return _square32(torch.cat([q_part, g_part]))
+    """max_k D[k, i]**2 of every item i (float32): the scale of row i of M."""
+    return _scan(blocks, 1)[0]
 
 
 def _group_size(n: int, take: int) -> int:
@@ -189,8 +309,15 @@ def _settle(vals, idx, unsure, k: int, exact_rows) -> torch.Tensor:
 
 def _gallery_rows(blocks: _Blocks, col_max: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Rows nq + items of M, i.e. columns of D for the gallery items `items` (0-based)."""
-    d = torch.cat([blocks.q_g.index_select(1, items), blocks.g_g.index_select(1, items)]).T
-    return _square32(d).div_(col_max[blocks.num_q + items, None])
+    # gathered through `take`: index_select along dim 1 of a strided view (a slice of one
+    # larger matrix) takes a slow elementwise path, ~0.5 s per call at half Market scale
+    cols = items[None, :]
+    parts = [
+        blocks.sq(blocks.take(t, torch.arange(t.shape[0], device=items.device)[:, None], cols))
+        .view(t.shape[0], -1)
+        for t in (blocks.q_g, blocks.g_g)
+    ]
+    return torch.cat(parts).T.div_(col_max[blocks.num_q + items, None])
 
 
 def _explicit_nearest(
@@ -216,31 +343,23 @@ def _explicit_nearest(
 
 
 def _grouped_gallery_nearest(
-    blocks: _Blocks, col_max: torch.Tensor, k: int, take: int, group: int
+    blocks: _Blocks, col_max: torch.Tensor, k: int, take: int, group: int, mins: torch.Tensor
 ) -> torch.Tensor:
     """k nearest of every gallery item without transposing the input.
 
     Row j of M is column j of D, which lies in q_g and g_g. Their rows are cut into groups of
-    `group` consecutive rows; the minimum of each group, for every column, takes one
-    row-by-row pass. For each gallery item the `take` groups with the smallest minima hold
-    its `take` nearest whenever these lie below the smallest minimum of the other groups
-    (else `_settle` redoes the item); only those groups' entries are then read."""
+    `group` consecutive rows; `mins` holds the smallest square of each group, for every
+    column (from `_scan`'s one pass; it is divided in place). For each gallery item the
+    `take` groups with the smallest minima hold its `take` nearest whenever these lie below
+    the smallest minimum of the other groups (else `_settle` redoes the item); only those
+    groups' entries are then read."""
     nq, ng, n = blocks.num_q, blocks.num_g, blocks.num
     dev = col_max.device
-    firsts, mins = [], []
-    for offset, x in ((0, blocks.q_g), (nq, blocks.g_g)):
-        whole = x.shape[0] - x.shape[0] % group
-        step = max(group, _ROW_ELEMENTS // max(1, ng) // group * group)
-        for a in range(0, whole, step):
-            b = min(a + step, whole)
-            mins.append(x[a:b].view((b - a) // group, group, ng).amin(dim=1))
-        if whole < x.shape[0]:
-            mins.append(x[whole:].amin(dim=0, keepdim=True))
-        firsts.append(torch.arange(0, x.shape[0], group, device=dev) + offset)
-    first = torch.cat(firsts)
+    first = torch.cat([torch.arange(0, nq, group, device=dev),
+                       torch.arange(0, ng, group, device=dev) + nq])
     size = (torch.cat([first[1:], first.new_full((1,), n)]) - first).clamp_(max=group)
     # smallest M value of each group (squaring and scaling keep the order of |D|)
-    low_all = _square32(torch.cat(mins)).div_(col_max[nq:]).T.contiguous()
+    low_all = mins.div_(col_max[nq:]).T.contiguous()
     low, chosen = torch.topk(low_all, take + 1, dim=1, largest=False, sorted=True)
     chosen = chosen[:, :take]
     step = torch.arange(group, device=dev)
@@ -249,9 +368,9 @@ def _grouped_gallery_nearest(
     rows.masked_fill_(~valid, 0)
     # D[row, nq + j] is q_g[row, j] above the gallery rows of D and g_g[row - nq, j] below
     j = torch.arange(ng, device=dev)[:, None]
-    from_q = blocks.q_g.view(-1).index_select(0, (rows.clamp(max=nq - 1) * ng + j).view(-1))
-    from_g = blocks.g_g.view(-1).index_select(0, ((rows - nq).clamp_(min=0) * ng + j).view(-1))
-    cand = _square32(torch.where((rows < nq).view(-1), from_q, from_g)).view_as(rows)
+    from_q = blocks.sq(blocks.take(blocks.q_g, rows.clamp(max=nq - 1), j))
+    from_g = blocks.sq(blocks.take(blocks.g_g, (rows - nq).clamp_(min=0), j))
+    cand = torch.where((rows < nq).view(-1), from_q, from_g).view_as(rows)
     cand.div_(col_max[nq:, None]).masked_fill_(~valid, float("inf"))
     vals, pos = torch.topk(cand, take, dim=1, largest=False, sorted=True)
     unsure = vals[:, -1] >= low[:, take]
@@ -260,13 +379,33 @@ def _grouped_gallery_nearest(
     )
 
 
-def _nearest(blocks: _Blocks, col_max: torch.Tensor, k: int) -> torch.Tensor:
-    """Each item's k nearest in M, (N, k), ordered by (value, index)."""
+def _rows_contiguous(x: torch.Tensor) -> bool:
+    """Are the entries of each row of the 2-D `x` closer together than those of a column?"""
+    return x.shape[0] <= 1 or (x.shape[1] > 1 and x.stride(1) <= x.stride(0))
+
+
+def _search_group(blocks: _Blocks, k: int) -> int:
+    """Rows per group of `_grouped_gallery_nearest` for k nearest among the items, 1 when the
+    gallery's rows of M are built explicitly instead: when there are too few items for groups
+    to pay, or when g_g's columns are contiguous (F order, a transposed tensor), so that rows
+    of M are read straight from it and its group minima would take slow short reductions."""
+    if not _rows_contiguous(blocks.g_g):
+        return 1
+    return _group_size(blocks.num, min(k + 1, blocks.num))
+
+
+def _nearest(
+    blocks: _Blocks, col_max: torch.Tensor, k: int, mins: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each item's k nearest in M, (N, k), ordered by (value, index). `mins`: `_scan`'s group
+    minima for group `_search_group(N, k)` (computed here when not given; consumed)."""
     n, nq = blocks.num, blocks.num_q
     take = min(k + 1, n)  # one extra to see whether a tie straddles the k-th place
-    group = _group_size(n, take)
+    group = _search_group(blocks, k)
     if group > 1:
-        gallery = _grouped_gallery_nearest(blocks, col_max, k, take, group)
+        if mins is None:
+            mins = _scan(blocks, group)[1]
+        gallery = _grouped_gallery_nearest(blocks, col_max, k, take, group, mins)
     else:
         gallery = _explicit_nearest(blocks, col_max, k, take, nq, n)
     return torch.cat([_explicit_nearest(blocks, col_max, k, take, 0, nq), gallery])
@@ -352,7 +491,7 @@ def _weights(
     """Sparse CSR V: V[i, j] = exp(-M[i, j]) normalised over R*(i, k1) (Eq. 7), float64."""
     n = blocks.num
     row = torch.repeat_interleave(counts)
-    m = _square32(blocks.full(members, row)) / col_max[row]  # M[i, j] = D[j, i]^2 / max
+    m = blocks.full(members, row) / col_max[row]  # M[i, j] = D[j, i]^2 / max
     w = torch.exp(-m.to(torch.float64))
     total = torch.zeros(n, dtype=torch.float64, device=w.device).index_add_(0, row, w)
     return _csr(counts, members, w / total[row], n)
@@ -415,6 +554,27 @@ def _min_overlap(v: torch.Tensor, num_q: int, emit) -> None:
         emit(j0, j1, s.view(j1 - j0, num_q))
 
 
+def _as_distances(x: ArrayLike, name: str, device: torch.device | None = None) -> torch.Tensor:
+    """A torch view of distances `x` (numpy arrays are shared, read-only ones too: re-ranking
+    never writes to its input), or ValueError naming what was expected."""
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if x.dtype.kind in "fiu" and not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))  # torch reads native byte order only
+        if x.dtype.kind in "fiu" and not x.flags.writeable and min(x.strides, default=0) >= 0:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                x = torch.from_numpy(x)
+    kind = x.dtype.kind if isinstance(x, np.ndarray) else (
+        "f" if x.dtype.is_floating_point else "c" if x.dtype.is_complex else
+        "b" if x.dtype == torch.bool else "i")
+    if kind not in "fiu":
+        raise ValueError(
+            f"{name}: expected real distances (float32 fastest; float64, float16 or integers "
+            f"also taken), got dtype {x.dtype}")
+    return as_tensor(x, name, device)
+
+
 def re_ranking(
     q_g_dist: ArrayLike,
     q_q_dist: ArrayLike,
@@ -428,7 +588,10 @@ def re_ranking(
 
     Args:
         q_g_dist, q_q_dist, g_g_dist: plain (not squared) distances, (q, g), (q, q), (g, g);
-            numpy arrays or torch tensors (CUDA tensors are processed on the GPU).
+            numpy arrays or torch tensors (CUDA tensors are processed on the GPU) of a real
+            dtype, in any layout: C- or F-ordered, views of one larger matrix, read-only.
+            They are read in place, never copied whole nor written; float64 costs about
+            1.1-1.3x float32 at Market scale (benchmarks/README.md).
         k1, k2, lambda_value: the paper's k1, k2 and lambda (defaults 20, 6, 0.3).
         expansion: "strict" (the authors' ">" in the 2/3 test, the default) or "loose" (">=").
 
@@ -441,9 +604,10 @@ def re_ranking(
         raise ValueError(f"expansion: expected one of {EXPANSIONS}, got {expansion!r}")
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ValueError(f"lambda_value: expected a number in [0, 1], got {lambda_value!r}")
-    q_g = as_tensor(q_g_dist, "q_g_dist")
+    q_g = _as_distances(q_g_dist, "q_g_dist")
     dev = q_g.device
-    q_q, g_g = as_tensor(q_q_dist, "q_q_dist", dev), as_tensor(g_g_dist, "g_g_dist", dev)
+    q_q = _as_distances(q_q_dist, "q_q_dist", dev)
+    g_g = _as_distances(g_g_dist, "g_g_dist", dev)
     if q_g.ndim != 2:
         raise ValueError(f"q_g_dist: expected a 2-D (query, gallery) matrix, got {q_g.ndim}-D")
     nq, ng = q_g.shape
@@ -461,22 +625,15 @@ def re_ranking(
             raise ValueError(f"{name}: expected an integer >= {low}, got {k!r}")
     if k1 + 1 > n or k2 > n:
         raise ValueError(f"re_ranking: k1 + 1 = {k1 + 1} and k2 = {k2} must not exceed {n} items")
-    dtype = torch.promote_types(torch.promote_types(q_g.dtype, q_q.dtype), g_g.dtype)
-    if not dtype.is_floating_point:
-        dtype = torch.float64
-    parts = []
-    for name, t in (("q_g_dist", q_g), ("q_q_dist", q_q), ("g_g_dist", g_g)):
-        t = t.to(dtype)
-        low, high = torch.aminmax(t)  # NaN and infinities show in the extremes
-        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        parts.append(t.abs() if bool(low < 0) else t)  # only squares are used
-    blocks = _Blocks(*parts)
-    col_max = _column_max(blocks)
+    # the inputs are read where they lie (no whole copy, whatever their dtype and strides):
+    # one pass finds the scales, checks the values and takes the gallery search's group minima
+    blocks = _Blocks(q_g, q_q, g_g)
+    k = max(k1 + 1, k2)
+    col_max, mins = _scan(blocks, _search_group(blocks, k))
     if bool((col_max == 0).any()):
         bad = int(torch.nonzero(col_max == 0)[0])
         raise ValueError(f"re_ranking: item {bad} is at distance 0 from every item")
-    nearest = _nearest(blocks, col_max, max(k1 + 1, k2))
+    nearest = _nearest(blocks, col_max, k, mins)
     counts, members = _expanded_sets(nearest, k1, expansion == "strict")
     v = _query_expansion(_weights(blocks, col_max, counts, members), nearest, k2)
     out = torch.empty(nq, ng, dtype=torch.float32, device=dev)
@@ -487,11 +644,8 @@ def re_ranking(
         # (j1 - j0, nq) -> (nq, j1 - j0) as one copy of a whole transposed matrix, which
         # torch does block by block
         q = (overlap_t / (2.0 - overlap_t)).to(torch.float32).T.contiguous()
-        src, dst = blocks.q_g[:, j0:j1], out[:, j0:j1]
-        if src.dtype == torch.float32:
-            torch.mul(src, src, out=dst)
-        else:
-            dst.copy_(_square32(src))
+        dst = out[:, j0:j1]
+        blocks.square_into(blocks.q_g[:, j0:j1], dst)
         dst.div_(col_max[:nq, None]).mul_(lambda_value).add_(keep).sub_(q.mul_(keep))
 
     _min_overlap(v, nq, emit)
