@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -68,6 +69,16 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (256, 128), chan
         model.train(was_training)
     return Complexity(count_params(model), int(counter.get_total_flops()), tuple(input_size),
                       _by_child(counter.get_flop_counts(), type(model).__name__))
+
+
+@torch.no_grad()
+def count_call_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs (2 per multiply-add, as `count_flops`) of one call `fn()`, for what is not a plain
+    `model(x)`: a Siamese pair forward, a re-scoring pass. Put the model in eval mode first."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def _by_child(counts: dict[str, dict], top: str) -> dict[str, int]:

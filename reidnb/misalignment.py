@@ -118,6 +118,38 @@ def evaluate_misalignment(groups: Mapping[str, Sequence[Experiment]],
     return pd.DataFrame(rows, columns=["label", "seed", "level", "rank1", "mAP"])
 
 
+def positive_pair_sweep(exp: Experiment, levels: Sequence[float], n_ids: int,
+                        pair_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor],
+                                          pd.DataFrame],
+                        data_root: str | Path = "data", runs_dir: str | Path = "runs",
+                        device: str = "cpu") -> pd.DataFrame:
+    """What a trained pair model does to positive pairs as the boxes loosen: at each level,
+    every query of the sweep's identities is paired with its nearest true match (by the run's
+    own distances on that level's test set), `pair_fn(model, x1, x2)` (normalised images; one
+    row per pair, e.g. `papers.jamal2020.pair_statistics`) is averaged over the pairs. One row
+    per level, with "pairs", how many there were. Nothing is kept on disk."""
+    from .data.transforms import normalize
+    from .metrics import nearest_partners
+    from .train.engine import compute_distmat, extract_features
+
+    rows, model = [], None
+    for level in levels:
+        ds, caches = load_data(misaligned(exp, level), data_root)
+        ids = sweep_identities(caches["query"], n_ids)
+        q, g = first_identities(caches["query"], ids), first_identities(caches["gallery"], ids)
+        if model is None:
+            model = load_trained(exp, runs_dir, ds.num_train_pids).eval()
+        kw = {"flip": exp.eval.get("flip", True), "which": exp.eval.get("which", "feat_bn")}
+        dist = compute_distmat(extract_features(model, q, device, **kw),
+                               extract_features(model, g, device, **kw),
+                               exp.eval.get("metric", "euclidean"))
+        pos, _ = nearest_partners(dist.cpu().numpy(), q.pids, q.camids, g.pids, g.camids)
+        keep = np.flatnonzero(pos >= 0)
+        stats = pair_fn(model, normalize(q.images[keep]), normalize(g.images[pos[keep]]))
+        rows.append({"level": level, **stats.mean().to_dict(), "pairs": len(keep)})
+    return pd.DataFrame(rows).set_index("level")
+
+
 def shift_images(images: torch.Tensor, dx: int) -> torch.Tensor:
     """(B,C,H,W) images moved `dx` pixels to the right (left if negative), the uncovered
     columns filled with each row's edge pixel."""

@@ -420,6 +420,41 @@ def seed_values(groups: dict[str, list], runs_dir: str | Path = "runs",
     return pd.DataFrame(rows, columns=["label", "seed", *metrics])
 
 
+HISTORY_REDUCTIONS = ("last", "mean")
+
+
+def history_values(groups: dict[str, list], runs_dir: str | Path = "runs",
+                   keys: Iterable[str] = ("loss_ver",), reduce: str = "last") -> pd.DataFrame:
+    """Per-epoch training numbers as `seed_values` gives test metrics: one row per complete
+    run (label, seed, one column per key), so `reidnb.verdicts` can judge a claim about a loss
+    curve seed by seed. `reduce`: "last" (the last epoch's value) or "mean" (the mean over the
+    epochs, i.e. the area under the curve per epoch: lower means the loss came down sooner).
+    A key missing from a run's history raises KeyError naming the run and the keys it has."""
+    from .experiments import run_dir_for
+
+    if reduce not in HISTORY_REDUCTIONS:
+        raise ValueError(f"history_values: reduce={reduce!r}; choose from {HISTORY_REDUCTIONS}")
+    keys = list(keys)
+    rows = []
+    for label, exps in groups.items():
+        for exp in exps:
+            path = run_dir_for(exp, runs_dir) / "record.json"
+            rec = read_json(path) if path.exists() else {}
+            if rec.get("status") != "complete" or not rec.get("history"):
+                continue
+            hist = rec["history"]
+            row = {"label": label, "seed": exp.train.seed}
+            for key in keys:
+                if any(key not in h for h in hist):
+                    have = sorted({k for h in hist for k in h})
+                    raise KeyError(f"history_values: {rec.get('run_name', path)} has no {key!r} "
+                                   f"in every epoch; its history has {have}")
+                series = [float(h[key]) for h in hist]
+                row[key] = series[-1] if reduce == "last" else float(np.mean(series))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["label", "seed", *keys])
+
+
 def with_claims(table: pd.DataFrame, methods: dict[str, tuple[str, str, str]],
                 dataset: str = "market1501", protocol: str = "single_query") -> pd.DataFrame:
     """`table` (e.g. from `seed_table`) with the paper's number beside each metric column, as

@@ -299,6 +299,39 @@ def loss_curves(history: Any, keys: Sequence[str] | None = None) -> Figure:
     return fig
 
 
+def loss_comparison(histories: Mapping[str, Any], keys: Sequence[str],
+                    titles: Mapping[str, str] | None = None, title: str = "") -> Figure:
+    """One panel per loss term in `keys`, one line per model: `histories` maps a label to a
+    run's history (as `loss_curves` takes it), e.g. a model and its ablation side by side
+    (jamal2020 Fig. 6: identification, verification and total loss). `titles` names the
+    panels (default: the keys)."""
+    if not histories:
+        raise ValueError("reidnb.viz.loss_comparison: no histories given")
+    if not keys:
+        raise ValueError("reidnb.viz.loss_comparison: no loss terms given")
+    columns = {}
+    for label, history in histories.items():
+        x, x_label, cols = _history_columns(history)
+        missing = [k for k in keys if k not in cols]
+        if missing:
+            raise KeyError(f"reidnb.viz.loss_comparison: {label!r} has no numeric column "
+                           f"{missing}; have {list(cols)}")
+        columns[label] = (x, x_label, cols)
+    fig = Figure(figsize=(3.2 * len(keys) + 0.4, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        for label, (x, x_label, cols) in columns.items():
+            ax.plot(x, cols[key], marker="." if len(x) <= 50 else None, label=label)
+        ax.set_xlabel(x_label)
+        ax.set_title((titles or {}).get(key, key), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def test_curve(history: Any, steps_per_epoch: int, title: str = "") -> Figure:
     """li2019 Figs. 6-7 from a run's history rows with "test_rank1"/"test_mAP" (a run with
     `eval_every`): rank-1 as a line (Fig. 6) and mAP as bars (Fig. 7) against training

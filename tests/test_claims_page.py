@@ -124,6 +124,18 @@ def test_the_shipped_flags_all_point_at_ledger_rows():
     assert len(unmatched_flags(typo, load_claims())) == 1
 
 
+def test_cell_flags_gather_the_cell_row_and_group_notes_of_one_number():
+    from reidnb.book.claims_page import cell_flags
+
+    flags = load_flags()
+    r5 = cell_flags(flags, "jamal2020", "1", "market1501", "single_query", "+MA", "rank5")
+    assert len(r5) == 1 and "below rank-1" in r5[0]
+    rr = cell_flags(flags, "jamal2020", "1", "market1501", "rerank", "+MA", "rank10")
+    assert len(rr) == 2 and any("single shot" in n for n in rr)    # the cell and its group
+    assert cell_flags(flags, "jamal2020", "1", "market1501", "single_query", "+MA",
+                      "rank1") == []
+
+
 def test_load_flags_rejects_a_bad_file(tmp_path):
     path = tmp_path / "flags.csv"
     path.write_text("paper,table,note\njeong2020,2,x\n")

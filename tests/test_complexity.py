@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from reidnb.complexity import count_flops, count_params
+from reidnb.complexity import count_call_flops, count_flops, count_params
 from reidnb.models import build_model
 
 
@@ -27,6 +27,13 @@ def test_flops_are_split_by_child_module():
     c = count_flops(model, input_size=(2, 2))
     assert c.by_module == {"0": 2 * (4 * 4 * 3), "3": 2 * (16 * 3)}
     assert sum(c.by_module.values()) == c.flops
+
+
+def test_count_call_flops_counts_whatever_the_call_runs():
+    lin = nn.Linear(5, 4)
+    x = torch.zeros(6, 5)
+    # two passes of 6 rows: 2 x 6 x 5 x 4 multiply-adds, 2 FLOPs each
+    assert count_call_flops(lambda: (lin(x), lin(x))) == 2 * 2 * 6 * 5 * 4
 
 
 def test_shared_parameters_counted_once():

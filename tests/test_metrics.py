@@ -264,6 +264,23 @@ def test_pool_multi_query_mean_and_max():
         pool_multi_query(qf, pids, cams, how="median")
 
 
+def test_same_camera_gallery_marks_the_query_person_in_the_query_camera():
+    from reidnb.metrics import same_camera_gallery
+
+    # queries: pid 4 in cam 1, pid 2 in cam 3; gallery: pid 4 cam 1 (yes), pid 4 cam 2 (a true
+    # match: no), pid 2 cam 3 (yes), pid 0 cam 1 (distractor: no), pid -1 cam 3 (junk: no)
+    mask = same_camera_gallery([4, 2], [1, 3], [4, 4, 2, 0, -1], [1, 2, 3, 1, 3])
+    np.testing.assert_array_equal(mask, [True, False, True, False, False])
+    qf = np.array([[0.0, 0.0], [4.0, 4.0]], dtype=np.float32)
+    gf = np.array([[2.0, 2.0], [9.0, 9.0], [6.0, 6.0], [1.0, 1.0], [1.0, 1.0]],
+                  dtype=np.float32)
+    pooled, p, c = pool_multi_query(np.concatenate([qf, gf[mask]]),
+                                    np.array([4, 2, 4, 2]), np.array([1, 3, 1, 3]))
+    np.testing.assert_allclose(pooled, [[5.0, 5.0], [1.0, 1.0]])   # pid 2 then pid 4
+    with pytest.raises(ValueError, match="q_camids"):
+        same_camera_gallery([1, 2], [1], [1], [1])
+
+
 # --------------------------------------------------------------------------- re-ranking
 
 

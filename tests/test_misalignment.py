@@ -115,3 +115,32 @@ def test_an_empty_map_has_no_centroid_and_no_slope():
     images[..., 12:20] = 1.0
     got = mis.centroid_shift(half_empty, images)
     assert got["images"] == 1 and got["slope"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_positive_pair_sweep_pairs_each_query_with_its_nearest_match(monkeypatch):
+    import pandas as pd
+    from tiny_model import random_cache
+
+    cache = random_cache(4, 4, 32, 16, seed=0)      # cameras alternate 0/1
+    first = torch.tensor([i % 4 == 0 for i in range(len(cache))])
+    query, gallery = cache.subset(first), cache.subset(~first)
+
+    class _Data:
+        num_train_pids = 4
+
+    seen_levels = []
+
+    def fake_load(exp, root):
+        seen_levels.append(exp.synth_knobs["misalign_scale"])
+        return _Data(), {"query": query, "gallery": gallery}
+
+    monkeypatch.setattr(mis, "load_data", fake_load)
+    monkeypatch.setattr(mis, "load_trained", lambda exp, runs, n: TinyNet(n))
+
+    def pair_fn(model, x1, x2):
+        return pd.DataFrame({"gap": (x1 - x2).abs().flatten(1).mean(1).numpy()})
+
+    table = mis.positive_pair_sweep(_tiny_exp(), (0.0, 0.1), 3, pair_fn)
+    assert list(table.index) == [0.0, 0.1] and list(table.columns) == ["gap", "pairs"]
+    assert (table["pairs"] == 3).all() and (table["gap"] > 0).all()
+    assert seen_levels == [0.0, pytest.approx(math.log1p(0.1))]

@@ -366,3 +366,30 @@ def test_best_row_names_the_best_complete_row_and_the_papers():
     mixed = _seed_rows([("x", 2, 20.0, 1.0, None), ("y", 3, 21.0, 1.0, None)])
     assert best_row(mixed.drop(columns="paper rank1")).endswith("; 2 to 3 seeds per row")
     assert best_row(_seed_rows([("x", 0, None, None, 90.0)])) is None
+
+
+def test_history_values_last_and_mean_epoch_per_complete_run(tmp_path):
+    from reidnb.experiments import Experiment, run_dir_for
+    from reidnb.results import history_values
+    from reidnb.train.engine import TrainConfig
+
+    def exp(name, seed):
+        return Experiment(name=name, train=TrainConfig(seed=seed))
+
+    for name, seed, losses, status in (("a", 0, [3.0, 1.0], "complete"),
+                                       ("a", 1, [4.0, 2.0], "complete"),
+                                       ("b", 0, [9.0, 9.0], "failed")):
+        rec = _record(name, seed, 50.0, 25.0, status=status)
+        rec["history"] = [{"epoch": e + 1, "loss_ver": v} for e, v in enumerate(losses)]
+        atomic_write_json(run_dir_for(exp(name, seed), tmp_path) / "record.json", rec)
+    groups = {"base": [exp("a", 0), exp("a", 1)], "broken": [exp("b", 0)],
+              "missing": [exp("c", 0)]}
+    last = history_values(groups, tmp_path)
+    assert last.to_dict("records") == [{"label": "base", "seed": 0, "loss_ver": 1.0},
+                                       {"label": "base", "seed": 1, "loss_ver": 2.0}]
+    mean = history_values(groups, tmp_path, reduce="mean")
+    assert list(mean["loss_ver"]) == [2.0, 3.0]
+    with pytest.raises(KeyError, match="loss_id"):
+        history_values(groups, tmp_path, keys=("loss_id",))
+    with pytest.raises(ValueError, match="reduce"):
+        history_values(groups, tmp_path, reduce="max")

@@ -154,6 +154,21 @@ def test_loss_curves_from_dict_of_lists_and_missing_key():
         loss_curves({"ce": [1.0]}, keys=["uniformity"])
 
 
+def test_loss_comparison_one_panel_per_term_one_line_per_model():
+    from reidnb.viz import loss_comparison
+
+    a = [{"epoch": e, "loss_id": 3.0 / e, "loss_ver": 0.7 / e} for e in (1, 2)]
+    b = [{"epoch": e, "loss_id": 2.0 / e, "loss_ver": 0.6 / e} for e in (1, 2)]
+    fig = loss_comparison({"A": a, "B": b}, ["loss_id", "loss_ver"],
+                          titles={"loss_ver": "verification"})
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["loss_id", "verification"]
+    assert [ln.get_label() for ln in axes[1].get_lines()] == ["A", "B"]
+    np.testing.assert_allclose(axes[1].get_lines()[1].get_ydata(), [0.6, 0.3])
+    with pytest.raises(KeyError, match="'B' has no numeric column"):
+        loss_comparison({"A": a, "B": [{"epoch": 1, "loss_id": 1.0}]}, ["loss_ver"])
+
+
 def test_overlay_heatmap_alpha_extremes():
     img = _imgs(1)[0]
     np.testing.assert_array_equal(overlay_heatmap(img, np.ones((2, 1)), alpha=0.0), img)

@@ -83,6 +83,20 @@ def unmatched_flags(flags: pd.DataFrame, claims: pd.DataFrame) -> list[dict]:
     return out
 
 
+def cell_flags(flags: pd.DataFrame, paper: str, table: str, dataset: str, protocol: str,
+               method: str, metric: str) -> list[str]:
+    """The notes of `flags` (`load_flags`) that concern one printed number: every flag whose
+    key matches the number's, "*" matching anything (so a flag on the method's row or on the
+    whole row group counts too), each note once, in file order."""
+    key = {"paper": paper, "table": str(table), "dataset": dataset, "protocol": protocol,
+           "method": method, "metric": metric}
+    notes: list[str] = []
+    for flag in flags.to_dict("records"):
+        if all(_matches(flag[c], v) for c, v in key.items()) and flag["note"] not in notes:
+            notes.append(flag["note"])
+    return notes
+
+
 class _Notes:
     """Numbers the notes of one paper in order of first use and writes the markers."""
 

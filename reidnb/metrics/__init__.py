@@ -5,7 +5,9 @@ from reidnb.metrics.rank import (
     AP_VARIANTS,
     evaluate_cuhk03,
     evaluate_rank,
+    nearest_partners,
     pool_multi_query,
+    same_camera_gallery,
 )
 from reidnb.metrics.rerank import EXPANSIONS, re_ranking
 
@@ -14,6 +16,8 @@ __all__ = [
     "EXPANSIONS",
     "evaluate_cuhk03",
     "evaluate_rank",
+    "nearest_partners",
     "pool_multi_query",
     "re_ranking",
+    "same_camera_gallery",
 ]

@@ -477,6 +477,57 @@ def pool_multi_query(
     return out.numpy(), pairs[:, 0].numpy(), pairs[:, 1].numpy()
 
 
+def same_camera_gallery(
+    q_pids: ArrayLike, q_camids: ArrayLike, g_pids: ArrayLike, g_camids: ArrayLike
+) -> np.ndarray:
+    """Boolean mask over the gallery: the images of a query's person taken by the query's own
+    camera (pid > 0), the stand-in for Market-1501's `gt_bbox` images in a multi-query
+    evaluation of a set whose query folder holds one image per (pid, camera), as SynthReID's::
+
+        extra = same_camera_gallery(q_pids, q_camids, g_pids, g_camids)
+        qf_mq, q_pids_mq, q_camids_mq = pool_multi_query(
+            cat([qf, gf[extra]]), cat([q_pids, g_pids[extra]]), cat([q_camids, g_camids[extra]]))
+
+    The protocol removes those images from each pooled query's ranking (same pid, same
+    camera), so pooling them shows the query more views of its person without handing it a
+    true match."""
+    qp = np.asarray(q_pids, dtype=np.int64).reshape(-1)
+    qc = np.asarray(q_camids, dtype=np.int64).reshape(-1)
+    gp = np.asarray(g_pids, dtype=np.int64).reshape(-1)
+    gc = np.asarray(g_camids, dtype=np.int64).reshape(-1)
+    if len(qp) != len(qc) or len(gp) != len(gc):
+        raise ValueError(f"same_camera_gallery: {len(qp)} q_pids for {len(qc)} q_camids, "
+                         f"{len(gp)} g_pids for {len(gc)} g_camids")
+    wanted = {(int(p), int(c)) for p, c in zip(qp, qc) if p > 0}
+    return np.fromiter(((int(p), int(c)) in wanted and p > 0 for p, c in zip(gp, gc)),
+                       dtype=bool, count=len(gp))
+
+
+def nearest_partners(
+    distmat: ArrayLike, q_pids: ArrayLike, q_camids: ArrayLike, g_pids: ArrayLike,
+    g_camids: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query, the gallery index of its nearest true match (same pid, another camera)
+    and of its nearest image of another person (a hard negative; distractors, pid 0, and junk,
+    pid -1, left out); -1 where there is none. Ties keep gallery order."""
+    d = torch.as_tensor(np.asarray(distmat, dtype=np.float64))
+    qp = np.asarray(q_pids).reshape(-1)
+    qc = np.asarray(q_camids).reshape(-1)
+    gp = np.asarray(g_pids).reshape(-1)
+    gc = np.asarray(g_camids).reshape(-1)
+    if d.shape != (len(qp), len(gp)) or len(qc) != len(qp) or len(gc) != len(gp):
+        raise ValueError(f"nearest_partners: distmat {tuple(d.shape)} for {len(qp)} queries "
+                         f"and {len(gp)} gallery items")
+    pos, neg = np.full(len(qp), -1), np.full(len(qp), -1)
+    for i in range(len(qp)):
+        order = np.argsort(d[i].numpy(), kind="stable")
+        hit = order[(gp[order] == qp[i]) & (gc[order] != qc[i])]
+        miss = order[(gp[order] != qp[i]) & (gp[order] > 0)]
+        pos[i] = hit[0] if len(hit) else -1
+        neg[i] = miss[0] if len(miss) else -1
+    return pos, neg
+
+
 def best_ap(first_rank: int, matches: int) -> float:
     """The largest standard AP a query can have when its first true match is at `first_rank`
     (1-based) and it has `matches` true matches: every other match right after the first,
