@@ -95,6 +95,30 @@ def _current_config_keys(name: str, profile: str | None, dataset: str) -> set[st
     return {config_key(e.to_dict()) for e in exps if e.dataset == dataset}
 
 
+def _measured(rec: dict) -> tuple:
+    """What a record measures: run name, profile, data set, and for SynthReID which set (size,
+    generator seed): e.g. li2019's Table 3 runs on the default set and on the two-camera set are
+    both current configurations of one name, and neither replaces the other."""
+    config = rec.get("config") or {}
+    return (rec["name"], rec.get("profile"), rec["dataset"]["name"],
+            config.get("synth_size"), config.get("synth_seed", 0))
+
+
+def standard_set(records: list[dict]) -> list[dict]:
+    """The records on a real data set or on their profile's standard SynthReID (its size,
+    generator seed 0): the runs a claims table shows beside the papers' numbers."""
+    from .experiments import SYNTH_SIZE
+
+    def standard(rec: dict) -> bool:
+        config = rec.get("config") or {}
+        if rec["dataset"]["name"] != SYNTHETIC_DATASET:
+            return True
+        own = SYNTH_SIZE.get(rec.get("profile"), "default")
+        return config.get("synth_size", own) == own and config.get("synth_seed", 0) == 0
+
+    return [r for r in records if standard(r)]
+
+
 def current_records(records: list[dict], warn: bool = True) -> list[dict]:
     """The records of one configuration per (name, profile, dataset), in input order.
 
@@ -105,10 +129,10 @@ def current_records(records: list[dict], warn: bool = True) -> list[dict]:
     """
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for rec in records:
-        where = (rec["name"], rec.get("profile"), rec["dataset"]["name"])
+        where = _measured(rec)
         groups.setdefault(where, {}).setdefault(config_key(rec["config"]), []).append(rec)
     keep: set[int] = set()
-    for (name, profile, dataset), configs in groups.items():
+    for (name, profile, dataset, *_), configs in groups.items():
         chosen = next(iter(configs))
         if len(configs) > 1:
             newest = {k: max(_record_time(r) for r in recs) for k, recs in configs.items()}
@@ -186,11 +210,13 @@ def claims_vs_runs(claims: pd.DataFrame, records: list[dict],
 
     A run is linked to (paper, table, method) rows through `links` (default
     `reidnb.papers.CLAIM_LINKS`) and must match the row's metric and protocol. Only the
-    `current_records` count; records of one profile are expected (ValueError otherwise).
+    `current_records` on a real data set or the profile's standard SynthReID count
+    (`standard_set`: a run on the two-camera set is another experiment); records of one
+    profile are expected (ValueError otherwise).
     """
     if links is None:
         from .papers import CLAIM_LINKS as links
-    mf = metrics_frame(current_records(records))
+    mf = metrics_frame(current_records(standard_set(records)))
     out = claims.copy()
     out["reproduced"] = NOT_RUN
     out["run dataset"] = ""

@@ -393,3 +393,28 @@ def test_history_values_last_and_mean_epoch_per_complete_run(tmp_path):
         history_values(groups, tmp_path, keys=("loss_id",))
     with pytest.raises(ValueError, match="reduce"):
         history_values(groups, tmp_path, reduce="max")
+
+
+def test_runs_on_another_synthreid_set_are_kept_apart_and_off_the_claims_page():
+    """li2019's Table 3 runs on the default set and on the two-camera set: both current, neither
+    replaces the other, and the claims page shows the profile's standard set only."""
+    import pandas as pd
+
+    from reidnb.results import claims_vs_runs, current_records, standard_set
+
+    default = [_record("ide", s, 50.0 + s, 30.0) for s in (0, 1)]
+    two_cam = [_record("ide", s, 90.0, 80.0) for s in (0, 1)]
+    for r in default:
+        r["config"].update(synth_size="smoke", synth_seed=0)
+    for r in two_cam:
+        r["config"].update(synth_size="two_camera_smoke", synth_seed=1)
+        r["run_name"] += "-2cam"
+    kept = current_records(default + two_cam, warn=False)
+    assert len(kept) == 4
+    assert standard_set(default + two_cam) == default
+    claims = pd.DataFrame([{"paper": "p", "table": "1", "dataset": "market1501",
+                            "protocol": "single_query", "method": "m", "metric": "rank1",
+                            "value": 60.0}])
+    out = claims_vs_runs(claims, default + two_cam, links={"ide": [("p", "1", "m")]})
+    assert out.iloc[0]["reproduced"] == "not run"
+    assert out.iloc[0][[c for c in out.columns if "SynthReID" in c][0]].startswith("50.5")
