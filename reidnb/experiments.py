@@ -379,6 +379,20 @@ def run_all(exps: list[Experiment], data_root: str | Path = "data", runs_dir: st
     return records
 
 
+def trained_run_results(exp: Experiment, runs_dir: str | Path, filename: str, what: str
+                        ) -> tuple[Path, dict]:
+    """(path, saved results) of a results file kept in a trained run's folder (read back, {}
+    when absent), for evaluations made after training (the misalignment sweep, chapter 6's
+    protocols). FileNotFoundError naming the run when it has not been trained; `what` says who
+    asks."""
+    run_dir = run_dir_for(exp, runs_dir)
+    record = run_dir / "record.json"
+    if not record.exists() or read_json(record).get("status") != "complete":
+        raise FileNotFoundError(f"{record}: {what} trained runs; train {exp.run_name} first")
+    store = run_dir / filename
+    return store, (read_json(store) if store.exists() else {})
+
+
 def load_trained(exp: Experiment, runs_dir: str | Path = "runs", num_classes: int | None = None,
                  device: str = "cpu") -> torch.nn.Module:
     """The model of a finished run, rebuilt from its configuration and checkpoint."""

@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from .data.cache import ImageCache
-from .experiments import Experiment, load_data, load_trained, run_dir_for
-from .io import atomic_write_json, read_json
+from .experiments import Experiment, load_data, load_trained, trained_run_results
+from .io import atomic_write_json
 
 LEVELS = (0.0, 0.05, 0.1, 0.2)
 RESULTS_FILE = "misalignment.json"
@@ -85,13 +85,8 @@ def evaluate_misalignment(groups: Mapping[str, Sequence[Experiment]],
     data_cache: dict[tuple, tuple] = {}
     for label, exps in groups.items():
         for exp in exps:
-            run_dir = run_dir_for(exp, runs_dir)
-            record = run_dir / "record.json"
-            if not record.exists() or read_json(record).get("status") != "complete":
-                raise FileNotFoundError(f"{record}: the misalignment sweep evaluates trained "
-                                        f"runs; train {exp.run_name} first")
-            store = run_dir / RESULTS_FILE
-            saved = read_json(store) if store.exists() else {}
+            store, saved = trained_run_results(exp, runs_dir, RESULTS_FILE,
+                                               "the misalignment sweep evaluates")
             model = None
             for level in levels:
                 key = _key(level, n_ids)

@@ -332,20 +332,15 @@ def evaluate_protocols(groups, data_root="data", runs_dir="runs", device: str = 
     and evaluation settings. Results are kept in each run's folder (`PROTOCOLS_FILE`) and read
     back; a run not trained yet is an error naming it. With test_mode "plain" the single-query
     row equals the run record's metrics."""
-    from ..experiments import load_data, load_trained, run_dir_for
-    from ..io import atomic_write_json, read_json
+    from ..experiments import load_data, load_trained, trained_run_results
+    from ..io import atomic_write_json
 
     wanted = ("single_query",) if test_mode == "pairwise" else PROTOCOLS
     rows = []
     for label, exps in groups.items():
         for exp in exps:
-            run_dir = run_dir_for(exp, runs_dir)
-            record = run_dir / "record.json"
-            if not record.exists() or read_json(record).get("status") != "complete":
-                raise FileNotFoundError(f"{record}: evaluate_protocols reads trained runs; "
-                                        f"train {exp.run_name} first")
-            store = run_dir / PROTOCOLS_FILE
-            saved = read_json(store) if store.exists() else {}
+            store, saved = trained_run_results(exp, runs_dir, PROTOCOLS_FILE,
+                                               "evaluate_protocols reads")
             if any(_protocol_key(p, test_mode, top_k) not in saved for p in wanted):
                 ds, caches = load_data(exp, data_root)
                 model = load_trained(exp, runs_dir, ds.num_train_pids).eval()
