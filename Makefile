@@ -11,8 +11,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reidnb-installed
 # torch's OpenMP threads spin while waiting by default, which slows everything several-fold
-# when another process wants a core (measured in benchmarks/README.md); let them sleep instead.
-export OMP_WAIT_POLICY ?= PASSIVE
+# when another process wants a core; sleeping at once (PASSIVE) costs 1/4 of the training speed
+# on an idle machine. A short spin is within a few % of the best in both cases (measured in
+# benchmarks/README.md, "Threads"); a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+ifeq ($(origin OMP_WAIT_POLICY),undefined)
+export GOMP_SPINCOUNT ?= 10000
+endif
 
 # nbval's kernels and papermill's inherit the portable mode's environment from this prefix
 PORTABLE := $(PY) -m reidnb numerics portable --

@@ -218,3 +218,33 @@ def test_validation_losses_are_fixed_by_the_seed():
             assert a == b and np.isfinite(a) and a >= 0
     with pytest.raises(ValueError, match="triplet_weight > 0"):
         IdentityObjective(cache).validation_losses(model, cache, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_uses_the_foreach_update_with_the_same_weights(optimizer):
+    """build_optimizer's multi-tensor update (adopted for speed, issue 18) must train to the very
+    same weights as torch's per-parameter loop."""
+    from reidnb.train.engine import build_optimizer
+
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def train(foreach: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+        opt = build_optimizer(model, cfg)
+        assert all(g["foreach"] for g in opt.param_groups)
+        for g in opt.param_groups:
+            g["foreach"] = foreach
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            x = torch.randn(6, 3, 8, 8, generator=gen)
+            y = torch.randint(0, 5, (6,), generator=gen)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(train(True), train(False)):
+        assert torch.equal(a, b)

@@ -152,14 +152,18 @@ def _param_groups(model: nn.Module, cfg: TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or Adam over the parameter groups, with the multi-tensor ("foreach") update: on a
+    2-core CPU it trains 1.17x faster than the per-parameter loop torch picks there by default
+    (benchmarks/README.md, "Training at the limit") and gives bit-identical weights (the same
+    element-wise kernels, fewer Python calls; tests/test_engine.py checks it)."""
     groups = [{"params": [p for _, p in named], "lr_mult": mult, "lr": cfg.lr * mult}
               for mult, named in _param_groups(model, cfg)]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adam'")
 
 
