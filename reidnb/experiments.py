@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -444,3 +445,28 @@ def load_run(exp: Experiment, data_root: str | Path = "data", runs_dir: str | Pa
     gf = extract_features(model, caches["gallery"], device, **kw)
     distmat = compute_distmat(qf, gf, exp.eval.get("metric", "euclidean")).cpu().numpy()
     return RunArtifacts(record, model, ds, caches, distmat)
+
+
+# --- detector misalignment: an experiment's data drawn with looser boxes (reidnb.misalignment) ---
+
+#: The misalignment levels the li2019, jamal2020 and zheng2019 chapters share.
+LEVELS = (0.0, 0.05, 0.1, 0.2)
+
+
+def misalignment_knobs(level: float, height: int = 128, width: int = 64) -> dict[str, float]:
+    """SynthReID knobs for box errors of up to `level` x the box height: `misalign_offset` is a
+    fraction of the width for the horizontal shift (half of it, of the height, for the vertical
+    one), `misalign_scale` the largest log change of the person's size."""
+    if not 0.0 <= level < 1.0:
+        raise ValueError(f"misalignment level must be in [0, 1), got {level}")
+    return {"misalign_offset": level * height / width, "misalign_scale": math.log1p(level)}
+
+
+def misaligned(exp: Experiment, level: float) -> Experiment:
+    """`exp` with its test data drawn at misalignment `level` (the data set changes, nothing
+    else; SynthReID draws the same numbers whatever the knobs, so the people, cameras, views and
+    every other nuisance stay as they were)."""
+    if exp.dataset != "synthreid":
+        raise ValueError(f"{exp.name}: the misalignment sweep needs SynthReID, not {exp.dataset}")
+    return exp.replace(synth_knobs={**exp.synth_knobs,
+                                    **misalignment_knobs(level, exp.height, exp.width)})

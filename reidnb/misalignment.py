@@ -18,7 +18,6 @@ stays where it was).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,30 +26,11 @@ import pandas as pd
 import torch
 
 from .data.cache import ImageCache
-from .experiments import Experiment, load_data, load_trained, trained_run_results
+from .experiments import (LEVELS, Experiment, load_data, load_trained, misaligned,  # noqa: F401
+                          misalignment_knobs, trained_run_results)
 from .io import atomic_write_json
 
-LEVELS = (0.0, 0.05, 0.1, 0.2)
 RESULTS_FILE = "misalignment.json"
-
-
-def misalignment_knobs(level: float, height: int = 128, width: int = 64) -> dict[str, float]:
-    """SynthReID knobs for box errors of up to `level` x the box height: `misalign_offset` is a
-    fraction of the width for the horizontal shift (half of it, of the height, for the vertical
-    one), `misalign_scale` the largest log change of the person's size."""
-    if not 0.0 <= level < 1.0:
-        raise ValueError(f"misalignment level must be in [0, 1), got {level}")
-    return {"misalign_offset": level * height / width, "misalign_scale": math.log1p(level)}
-
-
-def misaligned(exp: Experiment, level: float) -> Experiment:
-    """`exp` with its test data drawn at misalignment `level` (the data set changes, nothing
-    else; SynthReID draws the same numbers whatever the knobs, so the people, cameras, views and
-    every other nuisance stay as they were)."""
-    if exp.dataset != "synthreid":
-        raise ValueError(f"{exp.name}: the misalignment sweep needs SynthReID, not {exp.dataset}")
-    return exp.replace(synth_knobs={**exp.synth_knobs,
-                                    **misalignment_knobs(level, exp.height, exp.width)})
 
 
 def first_identities(cache: ImageCache, pids: Sequence[int]) -> ImageCache:

@@ -630,3 +630,44 @@ def embedding_scatter(features: Mapping[str, Any], labels: Any, title: str = "")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def pair_profiles(views: Mapping[str, Mapping[str, Any]], image1: Any, image2: Any,
+                  title: str = "") -> Figure:
+    """zheng2019's Siamese attention for one pair, one row per network (label -> the dict of
+    `papers.zheng2019.pair_view`): each image with its map, both vertical profiles (rows top to
+    bottom, the kept segment of each shaded), and the two profiles after the cut and resize
+    (Sec. 3.2.2, Eq. 5), titled with the profile distance."""
+    if not views:
+        raise ValueError("reidnb.viz.pair_profiles: no views given")
+    imgs = [_as_uint8_image(torch.as_tensor(im).permute(1, 2, 0).numpy()
+                            if torch.as_tensor(im).shape[0] == 3 else im)
+            for im in (image1, image2)]
+    fig = Figure(figsize=(7.6, 2.5 * len(views)), layout="constrained")
+    axes = fig.subplots(len(views), 4, squeeze=False,
+                        gridspec_kw={"width_ratios": [1, 1, 1.6, 1.6]})
+    colours = ("tab:blue", "tab:orange")
+    for r, (label, v) in enumerate(views.items()):
+        for c in range(2):
+            _show(axes[r, c], overlay_heatmap(imgs[c], v["maps"][c]))
+        axes[r, 0].set_ylabel(label, fontsize=9)
+        raw, cut = axes[r, 2], axes[r, 3]
+        for c in range(2):
+            prof = torch.as_tensor(v["profiles"][c]).detach().float().numpy()
+            start, end = v["kept"][c]
+            raw.plot(np.arange(len(prof)), prof, color=colours[c], marker=".",
+                     label=f"image {c + 1}")
+            raw.axvspan(start - 0.5, end + 0.5, color=colours[c], alpha=0.12)
+            cut.plot(torch.as_tensor(v["aligned"][c]).detach().float().numpy(),
+                     color=colours[c], marker=".")
+        raw.set_title("profiles (row max), kept rows shaded", fontsize=8)
+        raw.set_xlabel("row (top to bottom)", fontsize=8)
+        cut.set_title(f"cut and resized: L2 {v['profile_distance']:.3f}", fontsize=8)
+        cut.set_xlabel("resized row", fontsize=8)
+        for ax in (raw, cut):
+            ax.set_ylim(-0.05, 1.05)
+            ax.tick_params(labelsize=7)
+        raw.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

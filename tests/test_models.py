@@ -59,10 +59,14 @@ MODEL_CASES = {
                {"attention": "spatial", "over": "channels", "pool": "max", "bnneck": True}],
     "jamal2020": [{}, {"stages": ()}, {"sa_channels": 1, "parts": "spatial", "fd": "abs"},
                   {"partner": "self", "test_mode": "self", "dropout": 0.5, "att_act": "none"}],
+    # 64x32 images give conv5 4 rows (last stride 1): PCB with 2 stripes
+    "zheng2019": [{}, {"head": "pcb", "parts": 2, "part_dim": 16},
+                  {"diff": "abs", "dropout": 0.5, "hidden": 8, "bce_hidden": 8}],
 }
 #: Extra forward arguments for the gradient check: a model whose blocks and verification head
 #: only run on image pairs (jamal2020's mutual attention) is given pairs of the batch.
-FORWARD_KWARGS = {"jamal2020": {"pairs": (torch.tensor([0, 1]), torch.tensor([2, 3]))}}
+FORWARD_KWARGS = {"jamal2020": {"pairs": (torch.tensor([0, 1]), torch.tensor([2, 3]))},
+                  "zheng2019": {"pairs": (torch.tensor([0, 1]), torch.tensor([2, 3]))}}
 
 
 def test_every_registered_model_has_test_cases():

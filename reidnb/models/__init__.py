@@ -21,6 +21,7 @@ from .ide import IDE
 from .jamal2020 import Jamal2020
 from .jeong2020 import Jeong2020
 from .li2019 import Li2019
+from .zheng2019 import CASN
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -69,8 +70,9 @@ register_model("embedding", EmbeddingNet)
 register_model("jamal2020", Jamal2020)
 register_model("jeong2020", Jeong2020)
 register_model("li2019", Li2019)
+register_model("zheng2019", CASN)
 
-__all__ = ["ATTENTION_BLOCKS", "AttentionBlock", "BACKBONES", "BNNeckClassifier", "EmbeddingNet",
-           "IDE", "Jamal2020", "Jeong2020", "Li2019", "ReIDOutput", "WeightsInit",
+__all__ = ["ATTENTION_BLOCKS", "AttentionBlock", "BACKBONES", "BNNeckClassifier", "CASN",
+           "EmbeddingNet", "IDE", "Jamal2020", "Jeong2020", "Li2019", "ReIDOutput", "WeightsInit",
            "build_attention", "build_backbone", "build_model", "find_imagenet_weights",
            "list_attention", "list_models", "merge_blocks", "register_model"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..experiments import PROFILES, Experiment, check_profile
-from . import ide, jamal2020, jeong2020, lakshmi, li2019
+from . import ide, jamal2020, jeong2020, lakshmi, li2019, zheng2019
 
-MODULES = (ide, lakshmi, jeong2020, li2019, jamal2020)
+MODULES = (ide, lakshmi, jeong2020, li2019, jamal2020, zheng2019)
 
 
 def merge(dicts: Iterable[tuple[str, dict]]) -> dict:

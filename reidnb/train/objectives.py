@@ -9,10 +9,11 @@ paper's further losses are extra terms: a `Term` is a name, a weight and a funct
 `fn(out, ctx, **params) -> scalar` of the model's output and the batch (`BatchContext`). Each term
 is logged as "loss_<name>" and enters the total as weight x value; a term of weight <= 0 is still
 computed and logged, detached, and left out of the total. Term functions live in the `TERMS`
-registry below (the uniformity term of jeong2020 Eq. 8 first); an objective takes them as
-`extra_terms`, each a `Term` or a spec `{"term": <registry name>, "weight": w, **params}` (plain
-data, so it can sit in an experiment's objective_kwargs). A term that reads a model output names
-it through `require_extra`, so a model without it fails with a message naming the model class.
+registry below (jeong2020's uniformity, Eq. 8; zheng2019's "casn_ia" and "casn_sa", Eqs. 2
+and 5); an objective takes them as `extra_terms`, each a `Term` or a spec `{"term": <registry
+name>, "weight": w, **params}` (plain data, so it can sit in an experiment's objective_kwargs).
+A term that reads a model output names it through `require_extra`, so a model without it fails
+with a message naming the model class.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..data.cache import ImageCache
 from ..data.samplers import (identity_batches, identity_triplet_batches, shuffled_batches,
                              triplet_indices)
 from ..data.transforms import BatchAugment, normalize
+from ..models import zheng2019
 
 
 def _batch(cache: ImageCache, idx, augment: BatchAugment, gen: torch.Generator,
@@ -122,9 +124,71 @@ def uniformity_term(out, ctx: BatchContext, margin: float = 1.0, form: str = "te
     return losses.uniformity(*scores.chunk(3), margin=margin, form=form, reduce=reduce)
 
 
+def ia_term(out, ctx: BatchContext, alpha: float = 10.0, beta: float = 0.5, score: str = "prob",
+            cam_grad: str = "full") -> torch.Tensor | None:
+    """zheng2019's identification-attention loss L_ia (Eq. 2,
+    `models.zheng2019.identification_attention`) on every image of the batch: the Grad-CAM of
+    the true identity masks the image, which runs through `ctx.model` again. None without
+    labels (validation)."""
+    if ctx.pids is None:
+        return None
+    require_extra(out, ctx, "fmap", "casn_ia term", "the last convolutional map with its "
+                  "graph, (B,K,h,w)", "CASN (zheng2019)")
+    if out.logits is None:
+        raise ValueError(f"casn_ia term needs identity logits; {model_name(ctx.model)} has none")
+    loss, _ = zheng2019.identification_attention(ctx.model, out, ctx.images, ctx.pids, alpha,
+                                                 beta, score=score, cam_grad=cam_grad)
+    return loss
+
+
+def sa_term(out, ctx: BatchContext, t: float = 0.3, norm: str = "plain", crop: bool = True,
+            sign: str = "shared") -> torch.Tensor | None:
+    """zheng2019's attention consistency (Eq. 5 without L_bce, which is the objective's own
+    verification loss): the mean over the (anchor, positive) pairs of an APN batch of
+    ||M*_1 - M*_2||, M_j the Grad-CAM of s_j = <alpha, f_j> with alpha = 1[dz_same/d(pair head
+    input) > 0] (Eq. 4), taken by autograd on extras["pair_logits"] / extras["pair_diff"]. The
+    positive pairs are the first third of the batch against the second, the first half of the
+    pair rows, as SiameseObjective passes them. None on an output without a graph during
+    validation (torch.no_grad): Grad-CAM needs one."""
+    zheng2019.check_choice("casn_sa term", "norm", norm, zheng2019.SA_NORMS)
+    zheng2019.check_choice("casn_sa term", "sign", sign, zheng2019.SA_SIGNS)
+    if not ctx.apn:
+        raise ValueError("casn_sa term needs anchor / positive / negative batches "
+                         "(SiameseObjective): it compares each anchor's map with its "
+                         "positive's")
+    what, by = "CASN (zheng2019)", "from model(images, pairs=...)"
+    require_extra(out, ctx, "fmap", "casn_sa term", "the last convolutional map with its "
+                  "graph, (B,K,h,w)", what)
+    diff = require_extra(out, ctx, "pair_diff", "casn_sa term",
+                         f"the pair head's input, (P,D) {by}", what)
+    logits = require_extra(out, ctx, "pair_logits", "casn_sa term",
+                           f"the pair head's logits, (P,2) {by}", what)
+    num = len(ctx.images) // 3
+    if len(logits) != 2 * num:
+        raise ValueError(f"casn_sa term: expected the {num} (anchor, positive) then {num} "
+                         f"(anchor, negative) pairs of a {3 * num}-image batch, got "
+                         f"{len(logits)} pairs")
+    if not diff.requires_grad:
+        if ctx.pids is None:
+            return None
+        raise ValueError("casn_sa term needs the forward's graph (the batch ran under "
+                         "torch.no_grad)")
+    (grad,) = torch.autograd.grad(logits[:num, 1].sum(), diff, retain_graph=True)
+    grad = grad[:num]
+    anchors = torch.arange(num, device=diff.device)
+    m1, m2 = zheng2019.siamese_maps(
+        out, anchors, anchors + num, zheng2019.pair_indicator(grad), sign=sign,
+        alpha2=zheng2019.pair_indicator(-grad) if sign == "own" else None)
+    p1, _, _ = zheng2019.aligned_profile(zheng2019.vertical_profile(m1), t, crop)
+    p2, _, _ = zheng2019.aligned_profile(zheng2019.vertical_profile(m2), t, crop)
+    return zheng2019.consistency(p1, p2, norm).mean()
+
+
 #: Term functions by name, `fn(out, ctx, **params) -> scalar tensor` (or None where it cannot be
 #: scored: a term needing `ctx.pids` during validation). Later papers add theirs here.
-TERMS: dict[str, Callable[..., torch.Tensor | None]] = {"unif": uniformity_term}
+TERMS: dict[str, Callable[..., torch.Tensor | None]] = {"unif": uniformity_term,
+                                                       "casn_ia": ia_term,
+                                                       "casn_sa": sa_term}
 
 
 def register_term(name: str, fn: Callable[..., torch.Tensor | None]) -> None:
@@ -376,6 +440,11 @@ class SiameseObjective:
     uniformity loss is then still reported, without gradient. `uniformity=False` leaves that
     term out altogether (neither computed nor logged), for a model without attention scores:
     jamal2020's L = ID + alpha V (Eq. 13) is `uniformity=False, ver_weight=alpha`.
+    A model that returns extras["part_logits"] (B, parts, C), PCB's stripe classifiers (Sun et
+    al. 2018; zheng2019's PCB head), gets L_id = the SUM over the stripes of each stripe's
+    cross entropy (same label smoothing); "acc" still reads out.logits. zheng2019's
+    L = L_ide + l1 L_ia + l2 (L_bce + a ||M*_1 - M*_2||) (Eq. 6) is `uniformity=False,
+    ver_weight=l2` with the extra terms "casn_ia" (weight l1) and "casn_sa" (weight l2 a).
     """
 
     cache: ImageCache
@@ -430,8 +499,14 @@ class SiameseObjective:
         result.update(_term_losses(self._terms, out, ctx))
         pids = ctx.pids
         if pids is not None:
-            result["loss_id"] = losses.cross_entropy(out.logits.float(), pids,
-                                                     self.label_smoothing)
+            parts = (out.extras or {}).get("part_logits")
+            if parts is None:
+                result["loss_id"] = losses.cross_entropy(out.logits.float(), pids,
+                                                         self.label_smoothing)
+            else:   # PCB: one classifier per stripe, their losses summed
+                result["loss_id"] = sum(losses.cross_entropy(parts[:, s].float(), pids,
+                                                             self.label_smoothing)
+                                        for s in range(parts.shape[1]))
             result["acc"] = (out.logits.argmax(1) == pids).float().mean().detach()
         return result
 
