@@ -78,7 +78,8 @@ from reidnb.papers.zheng2019 import (ALPHA, CONSISTENCY_WEIGHT, FUSED_TOP_K, INP
                                      positive_pair_distances, step_costs, table3_grid,
                                      table3_groups, true_match_ranks, zheng2019_experiment,
                                      zheng2019_plan)
-from reidnb.results import history_values, seed_values, settings_table
+from reidnb.results import seed_values, settings_table
+from reidnb.train.engine import compute_distmat, extract_features
 
 reidnb.book.notebook.setup(profile)
 pd.set_option("display.max_colwidth", 200)   # the settings below are sentences
@@ -280,9 +281,9 @@ viz.image_grid(np.concatenate([viz.denormalize(m) for m in masked.values()]),
 # before and after the cut at $t$ (the shaded rows are the kept segment).
 
 # %%
-with torch.no_grad():
-    dist = torch.cdist(nets["CASN, trained"](normalize(q.images)).feat,
-                       nets["CASN, trained"](normalize(g.images)).feat).numpy()
+feats = {split: extract_features(nets["CASN, trained"], cache, device, flip=casn.eval["flip"],
+                                 which=casn.eval["which"]) for split, cache in (("q", q), ("g", g))}
+dist = compute_distmat(feats["q"], feats["g"], casn.eval["metric"]).cpu().numpy()
 pos, neg = nearest_partners(dist, q.pids, q.camids, g.pids, g.camids)
 both = np.flatnonzero((pos >= 0) & (neg >= 0))
 k = int(both[0])

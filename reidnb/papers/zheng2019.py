@@ -793,6 +793,7 @@ def positive_pair_distances(groups: dict[str, list[Experiment]], data_root: str 
     from ..io import atomic_write_json
     from ..metrics import nearest_partners
     from ..models.zheng2019 import aligned_profile, pair_indicator, vertical_profile
+    from ..train.engine import compute_distmat
 
     rows = []
     for label, exps in groups.items():
@@ -807,8 +808,8 @@ def positive_pair_distances(groups: dict[str, list[Experiment]], data_root: str 
                 q, g = caches["query"], caches["gallery"]
                 fq, mq = _embed(model, q.images, torch.device(device), 64, True)
                 fg, mg = _embed(model, g.images, torch.device(device), 64, True)
-                pos, neg = nearest_partners(torch.cdist(fq, fg).cpu().numpy(), q.pids, q.camids,
-                                            g.pids, g.camids)
+                pos, neg = nearest_partners(compute_distmat(fq, fg).cpu().numpy(), q.pids,
+                                            q.camids, g.pids, g.camids)
                 both = np.flatnonzero((pos >= 0) & (neg >= 0))
                 means = {}
                 for kind, partner in (("positive pairs", pos), ("hard negatives", neg)):
