@@ -59,3 +59,13 @@ def test_pair_view_distances_match_its_profiles():
     assert len(fig.axes) == 8
     with pytest.raises(ValueError, match="no views"):
         viz.pair_profiles({}, a, b)
+
+
+def test_casn_margins_read_the_ledger():
+    from reidnb.papers.zheng2019 import casn_margins
+
+    m = casn_margins()
+    assert len(m) == 12
+    # IDE on CUHK03-NP: CASN 57.4 against +SA 55.2 (the better of +IA 54.8 and +SA)
+    assert m.loc[("IDE", "cuhk03_detected", "rank1"), "CASN - better single"] == 2.2
+    assert int((m["CASN - better single"] <= 0.4).sum()) == 7   # the count

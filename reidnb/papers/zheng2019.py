@@ -900,3 +900,19 @@ def step_costs(exps: dict[str, Experiment], data_root: str | Path = "data",
     frame = pd.DataFrame(rows).T.astype({"images a step": int, "seconds a step": float})
     frame["x the first row"] = frame["seconds a step"] / frame["seconds a step"].iloc[0]
     return frame.round(3)
+
+
+def casn_margins(metrics=("rank1", "mAP")) -> pd.DataFrame:
+    """Table 3 as printed (the claims ledger): CASN's margin over the better of its two single
+    modules, per head, data set and metric (Sec. 4.2 reads each as "both modules help more")."""
+    rows = []
+    for head in HEADS:
+        for data in TABLE3_DATASETS:
+            for m in metrics:
+                value = {v: claim(PAPER, "3", data, "single_query", LEDGER_METHODS[(head, v)], m)
+                         for v in ("ia", "sa", "casn")}
+                rows.append({"head": head.upper(), "data set": data, "metric": m,
+                             "+IA": value["ia"], "+SA": value["sa"], "CASN": value["casn"],
+                             "CASN - better single": round(value["casn"]
+                                                           - max(value["ia"], value["sa"]), 2)})
+    return pd.DataFrame(rows).set_index(["head", "data set", "metric"])
