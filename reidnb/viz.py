@@ -671,3 +671,42 @@ def pair_profiles(views: Mapping[str, Mapping[str, Any]], image1: Any, image2: A
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def shift_recovery_and_sweep(recovery: Mapping[str, pd.DataFrame], sweep: pd.DataFrame | None,
+                             column: str = "start moved (px)", y_label: str = "rank-1 (%)",
+                             note: str = "") -> Figure:
+    """zheng2019's misalignment experiment in two panels. Left: for each model (label -> a
+    `papers.zheng2019.crop_recovery` table, indexed by the true shift in pixels) how far the kept
+    segment moved (`column`) against how far the image moved, beside the identity line (a cut
+    that follows the person exactly). Right: a metric against the box error, one line per row
+    (`sweep`: indexed by level, one column per row), or `note` written in the panel where no
+    sweep ran."""
+    if not recovery:
+        raise ValueError("reidnb.viz.shift_recovery_and_sweep: no recovery tables given")
+    fig = Figure(figsize=(8.4, 3.3), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    lo = min(float(r.index.min()) for r in recovery.values())
+    hi = max(float(r.index.max()) for r in recovery.values())
+    left.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", label="follows the person")
+    for label, r in recovery.items():
+        left.plot(r.index.to_numpy(dtype=float), r[column].to_numpy(dtype=float), marker="o",
+                  label=label)
+    left.set_xlabel("image moved down (px)")
+    left.set_ylabel(f"kept segment: {column}")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    if sweep is None or sweep.empty:
+        right.text(0.5, 0.5, note or "no sweep", ha="center", va="center", wrap=True, fontsize=9,
+                   transform=right.transAxes)
+        right.set_xticks([])
+        right.set_yticks([])
+    else:
+        for name in sweep.columns:
+            right.plot(sweep.index.to_numpy(dtype=float), sweep[name].to_numpy(dtype=float),
+                       marker="o", label=str(name))
+        right.set_xlabel("box error (fraction of box height)")
+        right.set_ylabel(y_label)
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
+    return fig

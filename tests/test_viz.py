@@ -348,3 +348,24 @@ def test_embedding_scatter_one_panel_per_model_one_colour_per_person():
     assert all(len(ax.collections) == 3 for ax in fig.axes)
     with pytest.raises(ValueError, match="rows"):
         viz.embedding_scatter({"a": torch.randn(5, 6)}, labels)
+
+
+def test_shift_recovery_and_sweep_draws_identity_line_models_and_sweep_or_note():
+    from reidnb.viz import shift_recovery_and_sweep
+
+    rec = pd.DataFrame({"start moved (px)": [-16.0, 0.0, 16.0]},
+                       index=pd.Index([-16, 0, 16], name="true shift (px)"))
+    still = rec.assign(**{"start moved (px)": [0.0, 0.0, 0.0]})
+    sweep = pd.DataFrame({"IDE": [80.0, 70.0], "CASN": [81.0, 75.0]}, index=[0.0, 0.2])
+    fig = shift_recovery_and_sweep({"CASN": rec, "IDE +BCE": still}, sweep)
+    left, right = fig.axes
+    lines = left.get_lines()
+    assert [ln.get_label() for ln in lines] == ["follows the person", "CASN", "IDE +BCE"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [-16.0, 16.0])
+    np.testing.assert_allclose(lines[2].get_ydata(), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(right.get_lines()[1].get_ydata(), [81.0, 75.0])
+    empty = shift_recovery_and_sweep({"CASN": rec}, None, note="not run here")
+    assert [t.get_text() for t in empty.axes[1].texts] == ["not run here"]
+    assert empty.axes[1].get_lines() == []
+    with pytest.raises(ValueError, match="no recovery"):
+        shift_recovery_and_sweep({}, sweep)

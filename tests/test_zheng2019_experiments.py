@@ -16,6 +16,7 @@ from reidnb.data.transforms import BatchAugment, normalize
 from reidnb.experiments import OBJECTIVES, PROFILES, build_for, run_dir_for
 from reidnb.io import atomic_write_json, read_json
 from reidnb.experiments import LEVELS, misalignment_knobs
+from reidnb.models.heads import ReIDOutput
 from reidnb.models.zheng2019 import (CASN, aligned_profile, pair_indicator, siamese_maps,
                                      vertical_profile)
 from reidnb.papers import zheng2019 as z
@@ -408,3 +409,132 @@ def test_smoke_configuration_trains_one_tiny_epoch(tmp_path, variant, head):
     if variant == "casn":
         assert "bce.0.weight" in moved
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+# --- the misalignment sweep's records and the crop check (item 6) ---------------------------
+
+def test_misalignment_values_read_each_level_and_refuse_other_runs(tmp_path):
+    runs = zheng2019_plan("synthetic")["misalignment"]
+    made = {("zheng2019_casn", 0.1): 81.0, ("zheng2019_bce", 0.2): 70.5}
+    for exp in runs:
+        base, level = exp.name.rsplit("_mis", 1)
+        if (base, float(level)) in made:
+            v = made[(base, float(level))]
+            atomic_write_json(run_dir_for(exp, tmp_path) / "record.json",
+                              {"status": "complete",
+                               "metrics": {"single_query": {"rank1": v, "mAP": v - 10}}})
+    got = z.misalignment_values(runs, tmp_path).sort_values("level").reset_index(drop=True)
+    assert list(got["label"]) == ["IDE +IA+SA (CASN)", "IDE +BCE (control)"]
+    assert list(got["level"]) == [0.1, 0.2] and list(got["seed"]) == [0, 0]
+    assert list(got["rank1"]) == [81.0, 70.5] and list(got["mAP"]) == [71.0, 60.5]
+    assert z.misalignment_values([], tmp_path).columns.tolist() == [
+        "label", "level", "seed", "rank1", "mAP"]
+    with pytest.raises(ValueError, match="zheng2019_casn"):
+        z.misalignment_values([zheng2019_experiment("synthetic", "casn")], tmp_path)
+
+
+def test_shift_down_moves_rows_and_repeats_the_edge():
+    x = torch.arange(6.0).reshape(1, 1, 6, 1).expand(1, 1, 6, 2)
+    assert z.shift_down(x, 2)[0, 0, :, 0].tolist() == [0, 0, 0, 1, 2, 3]
+    assert z.shift_down(x, -1)[0, 0, :, 0].tolist() == [1, 2, 3, 4, 5, 5]
+    assert torch.equal(z.shift_down(x, 0), x)
+    with pytest.raises(ValueError, match="6-pixel"):
+        z.shift_down(x, 6)
+
+
+class _BlockModel(torch.nn.Module):
+    """A stand-in CASN (IDE head) whose one-channel conv5 map is the image's brightness pooled
+    over 16 x 16 cells: its Siamese maps sit where the bright block is, or, with
+    `follows=False`, are the same everywhere whatever the image."""
+
+    head = "ide"
+
+    def __init__(self, follows: bool = True):
+        super().__init__()
+        self.follows = follows
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        fmap = torch.nn.functional.avg_pool2d(x[:, :1].relu(), 16)
+        if not self.follows:
+            fmap = torch.ones_like(fmap)
+        return ReIDOutput(None, fmap.mean(dim=(2, 3)), fmap.mean(dim=(2, 3)), {"fmap": fmap})
+
+    def same_gradient(self, f1, f2):
+        return torch.ones_like(f1)
+
+
+def _block_images(n: int = 3, top: int = 48, bottom: int = 96) -> torch.Tensor:
+    x = torch.zeros(n, 3, 128, 64, dtype=torch.uint8)
+    x[:, :, top:bottom] = 255
+    return x
+
+
+def test_crop_recovery_follows_a_shifted_person_one_for_one():
+    x = _block_images()
+    moved = {s: z.shift_down(x, int(s * 128)) for s in (-0.25, -0.125, 0.0, 0.125, 0.25)}
+    rec = z.crop_recovery(_BlockModel(), x, moved)
+    assert rec.index.tolist() == [-32, -16, 0, 16, 32]
+    assert rec["start moved (px)"].tolist() == [-32.0, -16.0, 0.0, 16.0, 32.0]
+    assert (rec["cut (%)"] == 100.0).all() and (rec["pairs"] == 3).all()
+    slopes = z.crop_slopes(rec)
+    assert slopes["start moved (px)"] == pytest.approx(1.0)
+    assert slopes["centre moved (px)"] == pytest.approx(1.0)
+
+
+def test_crop_recovery_of_maps_that_ignore_the_image_stays_put():
+    x = _block_images()
+    rec = z.crop_recovery(_BlockModel(follows=False), x, {0.0: x, 0.25: z.shift_down(x, 32)})
+    assert rec["start moved (px)"].tolist() == [0.0, 0.0]
+    assert (rec["cut (%)"] == 0.0).all()   # a flat profile keeps every row: nothing to move
+    assert z.crop_slopes(rec)["start moved (px)"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="shift 0"):
+        z.crop_recovery(_BlockModel(), x, {0.1: x, 0.2: x})
+    with pytest.raises(ValueError, match="as many"):
+        z.crop_recovery(_BlockModel(), x, {0.0: x, 0.1: x[:2]})
+
+
+def test_moved_partners_redraw_synthreid_boxes_and_shift_other_data(tmp_path, monkeypatch):
+    from reidnb.data.synthetic import generate
+
+    exp = zheng2019_experiment("smoke", "casn")
+    x = _block_images(2)
+    other = z.moved_partners(exp.replace(dataset="market1501"), x, ["a.jpg", "b.jpg"],
+                             shifts=(0.0, 0.125))
+    assert torch.equal(other[0.0], x) and torch.equal(other[0.125], z.shift_down(x, 16))
+    root = tmp_path / "synth"
+    generate(root, size="smoke", seed=0)
+    names = [str(p) for p in sorted((root / "query").glob("*.jpg"))[:2]]
+    import reidnb.experiments as experiments
+    monkeypatch.setattr(experiments, "dataset_root", lambda e, d="data": root)
+    moved = z.moved_partners(exp, x, names, shifts=(0.0, 0.125))
+    assert torch.equal(moved[0.0], x)                        # shift 0: the images as given
+    assert moved[0.125].shape == x.shape and not torch.equal(moved[0.125], x)
+
+
+def test_attention_in_mask_is_the_share_of_the_upsampled_map_on_the_person():
+    masks = torch.zeros(3, 8, 4, dtype=torch.bool)
+    masks[:, 2:6] = True                                   # the middle half of the rows
+    maps = torch.zeros(3, 4, 2)
+    maps[0, 1:3] = 1.0                                     # on the person's rows
+    maps[1] = 1.0                                          # spread evenly
+    share = z.attention_in_mask(maps, masks)
+    assert share[0].item() == pytest.approx(1.0, abs=0.15)   # bilinear spill at the edges only
+    assert share[1].item() == pytest.approx(0.5)            # the person's share of the area
+    assert torch.isnan(share[2])                            # an empty map has no share
+    flipped = z.attention_in_mask(maps, ~masks)
+    assert (share[:2] + flipped[:2]).tolist() == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="maps"):
+        z.attention_in_mask(maps[0], masks)
+
+
+def test_person_covered_counts_the_person_pixels_above_beta():
+    masks = torch.zeros(3, 8, 4, dtype=torch.bool)
+    masks[:, 0:4] = True                                   # the top half is the person
+    maps = torch.zeros(3, 8, 4)
+    maps[0, 0:2] = 1.0                                     # hot on the top quarter only
+    maps[1] = 1.0                                          # hot everywhere
+    got = z.person_covered(maps, masks, beta=0.5)
+    assert got[0].item() == pytest.approx(0.5) and got[1].item() == pytest.approx(1.0)
+    assert torch.isnan(got[2])
+    assert torch.isnan(z.person_covered(maps[:1], torch.zeros(1, 8, 4, dtype=torch.bool))[0])

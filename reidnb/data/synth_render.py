@@ -656,14 +656,16 @@ def _noise_bank(height: int, width: int, std: float) -> Image.Image:
 
 def render_pil(identity: Optional[Identity], camera: Camera, view: str,
                rng: np.random.Generator, knobs: Optional[SynthKnobs] = None, height: int = 128,
-               width: int = 64) -> Image.Image:
-    """`render`, returning the PIL image (what the writer encodes, without a numpy round trip)."""
+               width: int = 64, draws: Optional[ImageDraws] = None) -> Image.Image:
+    """`render`, returning the PIL image (what the writer encodes, without a numpy round trip).
+    `draws`: this image's nuisances as drawn elsewhere (`draw_image_params`, perhaps changed,
+    e.g. a box moved), instead of drawing them from `rng`."""
     if view not in VIEWS:
         raise ValueError(f"render: view must be one of {VIEWS}, got {view!r}")
     if height < 16 or width < 8:
         raise ValueError(f"render: image size {height}x{width} is too small (min 16x8)")
     knobs = knobs or SynthKnobs()
-    d = draw_image_params(rng, knobs)
+    d = draw_image_params(rng, knobs) if draws is None else draws
     pano = camera.panorama(height, width)
     off = int(d.bg_offset * (pano.size[0] - width))
     im = pano.crop((off, 0, off + width, height))

@@ -57,6 +57,7 @@ __all__ = [
     "make_cameras",
     "montage",
     "plan_dataset",
+    "planned_draw",
     "render",
     "render_examples",
     "render_planned",
@@ -213,12 +214,20 @@ def render_planned(
     width: int = 64,
 ):
     """Render one planned image as a PIL image (its own generator: seed and plan index)."""
+    return render_pil(*planned_draw(item, identities, cameras, seed, knobs), height, width)
+
+
+def planned_draw(item: PlannedImage, identities: list[Identity], cameras: list[Camera],
+                 seed: int, knobs: Optional[SynthKnobs] = None) -> tuple:
+    """What `render_pil` draws planned image `item` with: (identity or None, camera, view, a
+    generator of its own seeded by the set's seed and the plan index, knobs, junk boxes'
+    looser). Anything that must line up with the picture (its person mask) starts here."""
     knobs = knobs or SynthKnobs()
     if item.kind == "junk":
         knobs = replace(knobs, **JUNK_KNOBS)
     ident = identities[item.ident] if item.ident >= 0 else None
     rng = np.random.default_rng([seed, 7, item.index])
-    return render_pil(ident, cameras[item.cam - 1], item.view, rng, knobs, height, width)
+    return ident, cameras[item.cam - 1], item.view, rng, knobs
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:

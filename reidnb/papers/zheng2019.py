@@ -916,3 +916,197 @@ def casn_margins(metrics=("rank1", "mAP")) -> pd.DataFrame:
                              "CASN - better single": round(value["casn"]
                                                            - max(value["ia"], value["sa"]), 2)})
     return pd.DataFrame(rows).set_index(["head", "data set", "metric"])
+
+
+# --- detector misalignment (issue 17, item 6): the sweep's runs, and the crop's recovery ------
+
+#: The sweep's rows, by variant, with the labels of Table 3's grid.
+MISALIGNMENT_LABELS = {variant: label for label, (head, variant) in TABLE3_ROWS.items()
+                       if head == "ide" and variant in MISALIGNMENT_VARIANTS}
+#: Vertical shifts of the crop check, as fractions of the image height (the sweep's levels,
+#: both ways).
+CROP_SHIFTS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2)
+
+
+def misalignment_values(runs: list[Experiment], runs_dir: str | Path = "runs",
+                        metrics=("rank1", "mAP")) -> pd.DataFrame:
+    """One row per complete run of the plan's "misalignment" group (`misaligned_run`): label
+    (`MISALIGNMENT_LABELS`), level, seed and the metrics, from the run records. A run not made
+    is left out; an empty frame (with the columns) when none is."""
+    from ..results import seed_values
+
+    rows = []
+    for exp in runs:
+        base, sep, level = exp.name.rpartition("_mis")
+        variant = base.removeprefix("zheng2019_")
+        if not sep or variant not in MISALIGNMENT_LABELS:
+            raise ValueError(f"misalignment_values: {exp.name!r} is not a run of the sweep "
+                             "(expected zheng2019_<variant>_mis<level>)")
+        part = seed_values({MISALIGNMENT_LABELS[variant]: [exp]}, runs_dir, metrics=metrics)
+        rows += [{**r, "level": float(level)} for r in part.to_dict("records")]
+    return pd.DataFrame(rows, columns=["label", "level", "seed", *metrics])
+
+
+def shift_down(images: torch.Tensor, dy: int) -> torch.Tensor:
+    """(B, C, H, W) images moved `dy` pixels down (up if negative), the uncovered rows filled
+    with the edge row: the box slid up or down over the person."""
+    h = images.shape[-2]
+    if abs(dy) >= h:
+        raise ValueError(f"shift_down: a shift of {dy} pixels leaves nothing of a {h}-pixel "
+                         "high image")
+    return images[..., torch.clamp(torch.arange(h) - dy, 0, h - 1), :]
+
+
+def moved_partners(exp: Experiment, images: torch.Tensor, paths: list[str],
+                   shifts: tuple[float, ...] = CROP_SHIFTS, data_root: str | Path = "data"
+                   ) -> dict[float, torch.Tensor]:
+    """Shift -> the images (uint8 (N, 3, H, W), files `paths` of `exp`'s data) with the person
+    moved down by shift x H pixels: on SynthReID drawn again with the detector box slid
+    (`data.synth_truth.moved_boxes`: nothing else changes); on another data set the pixels
+    moved, the uncovered rows repeating the edge (`shift_down`), which a real box error does not
+    do. Shift 0 is the images as loaded."""
+    if exp.dataset == "synthreid":
+        from ..data.synth_truth import moved_boxes
+        from ..experiments import dataset_root
+
+        root = dataset_root(exp, data_root)
+        h, w = images.shape[-2:]
+        return {s: images.clone() if s == 0 else moved_boxes(root, paths, s, h, w)
+                for s in shifts}
+    return {s: shift_down(images, int(round(s * images.shape[-2]))) for s in shifts}
+
+
+def crop_recovery(model, images1: torch.Tensor, moved: dict[float, torch.Tensor], t: float = T,
+                  sign: str = "shared", batch_size: int = 64) -> pd.DataFrame:
+    """Fig. 5(c)'s argument, measured: cutting each profile from its first to its last row above
+    `t` undoes a vertical misalignment. For positive pairs of a trained `CASN` (eval mode):
+    uint8 images1[i] and its partner with the person moved down by s x H pixels, `moved[s][i]`
+    (`moved_partners`; s = 0 is the partner as it is). For each s the pair's maps are recomputed
+    (alpha too) and the kept span of the partner's profile is read. One row per shift: the true
+    shift and the mean change against s = 0 of the span's start and of its centre, in input
+    pixels, over all pairs. Slope 1 of these against the true shift: the cut follows the person;
+    0: it stays put (`crop_slopes`). "cut (%)": the share of pairs whose cut dropped any row
+    (0: every profile is above `t` everywhere, so the crop keeps the whole height and cannot
+    move)."""
+    from ..models.zheng2019 import aligned_profile, pair_indicator, vertical_profile
+
+    if 0.0 not in moved or len(moved) < 2:
+        raise ValueError(f"crop_recovery needs the shift 0 and another, got {sorted(moved)}")
+    if len(images1) == 0 or any(len(m) != len(images1) for m in moved.values()):
+        raise ValueError(f"crop_recovery: give as many moved partners as first images (at least "
+                         f"one), got {len(images1)} and {[len(m) for m in moved.values()]}")
+    model.eval()
+    dev = next(model.parameters()).device
+    h = images1.shape[-2]
+    f1, m1 = _embed(model, images1, dev, batch_size, True)
+    spans = {}
+    for s in sorted(moved):
+        f2, m2 = _embed(model, moved[s], dev, batch_size, True)
+        with torch.no_grad():
+            grad = model.same_gradient(f1, f2)
+        a1 = pair_indicator(grad)
+        a2 = pair_indicator(-grad) if sign == "own" else a1
+        _, maps2 = _pair_maps(model, m1, m2, a1, a2)
+        _, start, end = aligned_profile(vertical_profile(maps2), t, crop=True)
+        cell = h / maps2.shape[1]
+        cut = (start > 0) | (end < maps2.shape[1] - 1)
+        spans[int(round(s * h))] = (start.double() * cell, (start + end + 1).double() / 2 * cell,
+                                    cut)
+    s0, c0, _ = spans[0]
+    return pd.DataFrame([{"true shift (px)": px,
+                          "start moved (px)": float((st - s0).mean()),
+                          "centre moved (px)": float((ce - c0).mean()),
+                          "cut (%)": 100.0 * float(cut.double().mean()),
+                          "pairs": len(images1)} for px, (st, ce, cut) in spans.items()]
+                        ).set_index("true shift (px)")
+
+
+def crop_slopes(recovery: pd.DataFrame) -> dict[str, float]:
+    """Least-squares slopes of `crop_recovery`'s moved start and centre against the true shift
+    (1: the cut recovers the shift one for one)."""
+    x = recovery.index.to_numpy(dtype=float)
+    return {col: float(np.polyfit(x, recovery[col].to_numpy(dtype=float), 1)[0])
+            for col in ("start moved (px)", "centre moved (px)")}
+
+
+# --- Fig. 4, measured: how much of the identification attention falls on the person ----------
+
+def _maps_at_mask_size(maps: torch.Tensor, masks: torch.Tensor, caller: str) -> torch.Tensor:
+    """Maps (B, h, w) upsampled bilinearly to the size of the masks (B, H, W), negatives cut."""
+    if maps.dim() != 3 or masks.dim() != 3 or len(maps) != len(masks):
+        raise ValueError(f"{caller}: maps (B, h, w) and masks (B, H, W), got "
+                         f"{tuple(maps.shape)} and {tuple(masks.shape)}")
+    return torch.nn.functional.interpolate(maps[:, None].detach().float(), size=masks.shape[-2:],
+                                           mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+
+
+def attention_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of a non-negative map (B, h, w), upsampled bilinearly to the masks'
+    size, that falls inside the boolean mask (B, H, W); NaN for an all-zero map."""
+    up = _maps_at_mask_size(maps, masks, "attention_in_mask")
+    total = up.sum(dim=(1, 2))
+    inside = (up * masks.float()).sum(dim=(1, 2))
+    return torch.where(total > 0, inside / total.clamp_min(1e-12),
+                       torch.full_like(total, float("nan")))
+
+
+def person_covered(maps: torch.Tensor, masks: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """Per image, the share of the person's pixels (boolean masks (B, H, W)) where the map
+    (B, h, w), upsampled bilinearly and divided by its maximum, exceeds `beta` (Eq. 2's soft
+    mask is centred there: what IA would erase); NaN for an all-zero map or an empty mask."""
+    up = _maps_at_mask_size(maps, masks, "person_covered")
+    top = up.amax(dim=(1, 2))
+    hot = up > beta * top[:, None, None]
+    area = masks.sum(dim=(1, 2)).float()
+    covered = (hot & masks).sum(dim=(1, 2)).float()
+    return torch.where((top > 0) & (area > 0), covered / area.clamp_min(1),
+                       torch.full_like(area, float("nan")))
+
+
+def person_attention_shares(groups: dict[str, list[Experiment]], data_root: str | Path = "data",
+                            runs_dir: str | Path = "runs", device: str = "cpu",
+                            n_images: int = 200) -> pd.DataFrame:
+    """Fig. 4, measured: for every run of `groups` (label -> runs), the share of its
+    identification attention (Eq. 2's Grad-CAM M of the true class) that falls on the person,
+    by SynthReID's person masks (`data.synth_truth`), averaged over the first training image of
+    each of the first `n_images` identities (classes the network knows). One row per run:
+    label, seed, the share (%), the person's share of the image area (%, what a map spread
+    evenly would score), the share of the person's pixels the map covers above Eq. 2's beta
+    (`person_covered`: Fig. 4's "the whole body" rather than one part) and the images counted
+    (those with a non-empty map)."""
+    from ..data.synth_truth import person_masks
+    from ..experiments import dataset_root, load_data, load_trained
+    from ..models.zheng2019 import identification_attention
+
+    rows = []
+    for label, exps in groups.items():
+        for exp in exps:
+            if exp.dataset != "synthreid":
+                raise ValueError(f"person_attention_shares: {exp.name} is on {exp.dataset}; "
+                                 "person masks exist for SynthReID only")
+            ds, caches = load_data(exp, data_root)
+            train = caches["train"]
+            pick = np.unique(train.pids.numpy(), return_index=True)[1][:n_images]
+            masks = person_masks(dataset_root(exp, data_root),
+                                 [train.paths[int(i)] for i in pick],
+                                 height=exp.height, width=exp.width)
+            model = load_trained(exp, runs_dir, ds.num_train_pids).eval().to(device)
+            shares, covered = [], []
+            for s in range(0, len(pick), 50):
+                idx = torch.as_tensor(pick[s:s + 50])
+                x = normalize(train.images[idx]).to(device)
+                with torch.enable_grad():
+                    _, parts = identification_attention(model, model(x), x,
+                                                        train.pids[idx].to(device))
+                shares.append(attention_in_mask(parts["maps"].cpu(), masks[s:s + 50]))
+                covered.append(person_covered(parts["maps"].cpu(), masks[s:s + 50]))
+            share, cover = torch.cat(shares), torch.cat(covered)
+            ok = share.isfinite() & cover.isfinite()
+            rows.append({"label": label, "seed": exp.train.seed,
+                         "attention on the person (%)": 100.0 * float(share[ok].mean()),
+                         "person's share of the image (%)": 100.0 * float(masks.float().mean()),
+                         "person covered (%)": 100.0 * float(cover[ok].mean()),
+                         "images": int(ok.sum())})
+    return pd.DataFrame(rows, columns=["label", "seed", "attention on the person (%)",
+                                       "person's share of the image (%)", "person covered (%)",
+                                       "images"])
