@@ -103,6 +103,52 @@ def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
     return seconds
 
 
+def book_runs(profile: str, dataset: str | None = None) -> list:
+    """Every run the chapters' plans make in `profile`, each once (the IDE trunk that every
+    chapter starts from counts once), in chapter order."""
+    from ..papers import MODULES
+
+    seen: dict = {}
+    for module in sorted(MODULES, key=lambda m: m.CHAPTER):
+        for group in module.plan(profile, dataset).values():
+            for exp in group:
+                seen.setdefault(exp.run_name, exp)
+    return list(seen.values())
+
+
+def finished_runs(exps: list, runs_dir: str | Path) -> dict[str, float]:
+    """Run name -> wall time in seconds (0 when unrecorded) of the runs of `exps` whose record
+    is complete."""
+    from ..experiments import run_dir_for
+    from ..io import read_json
+
+    done = {}
+    for exp in exps:
+        path = run_dir_for(exp, runs_dir) / "record.json"
+        rec = read_json(path) if path.exists() else {}
+        if rec.get("status") == "complete":
+            done[exp.run_name] = float(rec.get("wall_time_s") or 0.0)
+    return done
+
+
+def runs_progress(exps: list, runs_dir: str | Path, cached: set[str]) -> str:
+    """One line: how many of the book's runs are done, how many this job trained and at what
+    mean wall time, and the time the rest would take at that pace (no estimate before the
+    first run is trained: a guess would not tell the truth)."""
+    done = finished_runs(exps, runs_dir)
+    trained = {name: t for name, t in done.items() if name not in cached}
+    left = len(exps) - len(done)
+    line = (f"runs: {len(done)} of {len(exps)} done ({len(cached)} cached at the start, "
+            f"{len(trained)} trained by this job)")
+    if trained and left:
+        pace = sum(trained.values()) / len(trained)
+        line += (f"; {left} left, about {left * pace / 60:.0f} min at this job's "
+                 f"{pace / 60:.1f} min a run")
+    elif left:
+        line += f"; {left} left"
+    return line
+
+
 def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "build",
              device: str = "cpu", only: list[str] | None = None) -> int:
     """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
@@ -123,13 +169,18 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     print(f"      {folder} ready ({timings['synthreid']:.1f} s)", flush=True)
     srcs = chapter_sources(only=only)
     params = {"profile": profile, "data_root": data_root, "device": device}
+    runs_dir = REPO / "runs"
+    runs = book_runs(profile, "synthreid")
+    cached = set(finished_runs(runs, runs_dir))
+    print(f"      {runs_progress(runs, runs_dir, cached)}", flush=True)
     # the machine, commit and time the landing page's scoreboard names
     write_build_info(out_dir / "executed", profile, device)
     for i, src in enumerate(srcs, 1):
         print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile})", flush=True)
         timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params,
                                              progress=True)
-        print(f"      done in {timings[src.stem]:.0f} s", flush=True)
+        print(f"      done in {timings[src.stem]:.0f} s; "
+              f"{runs_progress(runs, runs_dir, cached)}", flush=True)
     print("[3/3] rendering the book", flush=True)
     t = time.perf_counter()
     index = build_book(executed_dir=out_dir / "executed", out_dir=out_dir / "book")

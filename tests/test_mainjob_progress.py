@@ -1,0 +1,44 @@
+"""The main job's run accounting: every run of the book once, and a time-left line that only
+extrapolates from runs this job actually trained."""
+
+from reidnb.book.mainjob import book_runs, finished_runs, runs_progress
+from reidnb.experiments import run_dir_for
+from reidnb.io import atomic_write_json
+from reidnb.papers import MODULES
+
+
+def _complete(exp, runs_dir, wall):
+    atomic_write_json(run_dir_for(exp, runs_dir) / "record.json",
+                      {"status": "complete", "wall_time_s": wall})
+
+
+def test_book_runs_lists_each_run_of_every_plan_once():
+    runs = book_runs("synthetic", "synthreid")
+    names = [e.run_name for e in runs]
+    assert len(names) == len(set(names))
+    every = {e.run_name for m in MODULES for g in m.plan("synthetic", "synthreid").values()
+             for e in g}
+    assert set(names) == every
+    # the IDE trunk every CPU chapter starts from is one run, listed first (chapter 2's plan)
+    trunk = {e.trunk_from for e in runs if e.trunk_from}
+    assert len(trunk) == 1 and names.index(trunk.pop()) == 0
+
+
+def test_progress_counts_cached_and_trained_runs_and_extrapolates_only_from_trained(tmp_path):
+    runs = book_runs("smoke", "synthreid")
+    n = len(runs)
+    assert runs_progress(runs, tmp_path, set()) == (
+        f"runs: 0 of {n} done (0 cached at the start, 0 trained by this job); {n} left")
+    _complete(runs[0], tmp_path, 600.0)            # there before the job: cached
+    cached = set(finished_runs(runs, tmp_path))
+    assert cached == {runs[0].run_name}
+    assert "; " + f"{n - 1} left" in runs_progress(runs, tmp_path, cached)   # no pace yet
+    _complete(runs[1], tmp_path, 60.0)
+    _complete(runs[2], tmp_path, 180.0)             # trained by the job: 2 min a run
+    atomic_write_json(run_dir_for(runs[3], tmp_path) / "record.json", {"status": "running"})
+    line = runs_progress(runs, tmp_path, cached)
+    assert line.startswith(f"runs: 3 of {n} done (1 cached at the start, 2 trained by this job)")
+    assert line.endswith(f"{n - 3} left, about {(n - 3) * 2:.0f} min at this job's 2.0 min a run")
+    for exp in runs[3:]:
+        _complete(exp, tmp_path, 1.0)
+    assert runs_progress(runs, tmp_path, cached).endswith(f"{n - 1} trained by this job)")
