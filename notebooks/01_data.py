@@ -74,12 +74,12 @@ pd.DataFrame(ds.stats()).T
 
 # %% [markdown]
 # ## Samples per camera
-# Each row of the figure is one identity, each column one camera. For the figure only, every
-# column is drawn with one fixed view (in the titles); how the data set itself picks a view is
-# explained below the figure. Look for the fine cues that separate people with the same colours:
-# the pattern, a chest logo (front only), the bag, hair and shoes.
+# Each row of {numref}`fig-01-cameras` is one identity, each column one camera. For the figure
+# only, every column is drawn with one fixed view (in the titles); how the data set itself picks
+# a view is explained below the figure. Look for the fine cues that separate people with the same
+# colours: the pattern, a chest logo (front only), the bag, hair and shoes.
 
-# %%
+# %% mystnb={"figure": {"caption": "SynthReID people (rows) as each camera (columns) shows them, every column drawn with the one view in its titles. Look for the cues that separate people in the same colours: the pattern, a chest logo, the bag, hair and shoes.", "name": "fig-01-cameras"}}
 n_ids = 4
 views = [VIEWS[c % len(VIEWS)] for c in range(NUM_CAMERAS)]
 grid = render_examples(seed=seed, n_ids=n_ids, views=views)
@@ -109,18 +109,29 @@ Markdown(
     "two cameras may see a person from the same side.")
 
 # %% [markdown]
-# Some knobs swept on the same people, same camera and same random draws; only the knob changes
-# between the rows of each figure.
+# Some knobs swept on the same people, same camera and same random draws: occlusion
+# ({numref}`fig-01-occlusion`), bag visibility ({numref}`fig-01-bag`), box misalignment
+# ({numref}`fig-01-misalign`) and colour cast ({numref}`fig-01-color-cast`); only the knob
+# changes between the rows of each figure.
 
-# %%
-for knob, values, view in [("occlusion_prob", [0.0, 1.0], "front"),
-                           ("bag_visible_prob", [0.0, 1.0], "back"),
-                           ("misalign_offset", [0.0, 0.3], "front"),
-                           ("color_cast_strength", [0.0, 0.6], "side")]:
+# %% mystnb={"figure": {"caption": "`occlusion_prob` swept on the same people seen from the front: never occluded (top row), always occluded (bottom row). Look at which cues the occluder hides.", "name": "fig-01-occlusion"}}
+def knob_rows(knob, values, view):
+    """The same four people seen from `view`, one row per value of `knob`."""
     rows = sweep_knob(knob, values, seed=seed, n_ids=4, view=view)
-    fig = viz.image_grid(rows.reshape(-1, *rows.shape[2:]), ncols=4,
-                         titles=[f"{knob}={v}" for v in values for _ in range(4)])
-    display(fig)
+    return viz.image_grid(rows.reshape(-1, *rows.shape[2:]), ncols=4,
+                          titles=[f"{knob}={v}" for v in values for _ in range(4)])
+
+
+knob_rows("occlusion_prob", [0.0, 1.0], "front")
+
+# %% mystnb={"figure": {"caption": "`bag_visible_prob` swept on the same people seen from the back: a carried bag never shown (top row), always shown (bottom row). Look at how large a cue the bag is from behind.", "name": "fig-01-bag"}}
+knob_rows("bag_visible_prob", [0.0, 1.0], "back")
+
+# %% mystnb={"figure": {"caption": "`misalign_offset` swept on the same people seen from the front: without the box offset (top row) and with it (bottom row). Look at where the head and the feet sit in each box.", "name": "fig-01-misalign"}}
+knob_rows("misalign_offset", [0.0, 0.3], "front")
+
+# %% mystnb={"figure": {"caption": "`color_cast_strength` swept on the same people seen from the side: no colour cast (top row) and a strong one (bottom row). Look at how far the cast moves the garment colours that a colour histogram reads.", "name": "fig-01-color-cast"}}
+knob_rows("color_cast_strength", [0.0, 0.6], "side")
 
 # %% [markdown]
 # ## Real benchmarks and their manifests

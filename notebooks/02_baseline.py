@@ -122,6 +122,7 @@ with pd.option_context("display.max_colwidth", None):
 # ## Training
 # `run_experiment` trains with the shared engine (checkpoint after every epoch, resumable) and
 # writes a JSON run record. A second call with the same configuration returns the stored record.
+# The record's history follows, per epoch, as a table and as {numref}`fig-02-loss`.
 
 # %% tags=["nbval-ignore-output"]
 record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=False)
@@ -130,7 +131,7 @@ print(record["run_name"], "-", record["status"])
 # %%
 pd.DataFrame(record["history"]).set_index("epoch")[["lr", "loss_id", "acc"]].round(3)
 
-# %%
+# %% mystnb={"figure": {"caption": "The IDE's identity loss (cross entropy over the training identities) per epoch of this run. Look at whether it is still falling at the last epoch, that is, whether a longer schedule would still help.", "name": "fig-02-loss"}}
 viz.loss_curves(record["history"], keys=["loss_id"])
 
 # %% [markdown]
@@ -190,8 +191,9 @@ print(f"standard - trapezoid mAP on this run: {diff:.2f} points")
 # found late (low precision) counts about half as much as in the standard AP: the gap is large
 # for a weak model and shrinks as matches move to the top of the ranking. Papers rarely say which
 # one they used (see `reidnb.metrics.evaluate_rank`'s docstring for our reading of each paper).
+# {numref}`fig-02-cmc` draws the CMC of this run.
 
-# %%
+# %% mystnb={"figure": {"caption": "CMC of the IDE on this run: for each k, the share of queries with a correct match among the first k gallery images. Look at how far the curve climbs after rank 1: matches the model finds, but not first.", "name": "fig-02-cmc"}}
 cmc, _ = evaluate_rank(*args, max_rank=min(20, len(g)))
 viz.cmc_curve({f"IDE ({run.record['dataset']['name']}, {profile})": cmc},
               max_rank=min(20, len(g)))
@@ -223,10 +225,10 @@ eval_speed_table("benchmarks/results/bench_eval_cpu.json")
 
 # %% [markdown]
 # ### Retrieval examples
-# Each row: a query (dark frame), then its ten nearest gallery images after the protocol's
-# exclusions; green frames are correct identities, red ones wrong.
+# Each row of {numref}`fig-02-retrieval`: a query (dark frame), then its ten nearest gallery
+# images after the protocol's exclusions; green frames are correct identities, red ones wrong.
 
-# %%
+# %% mystnb={"figure": {"caption": "Queries spread over the query set (dark frames), each followed by its nearest gallery images in rank order: green frames the same person, red frames someone else. Look at what the wrong matches share with their query: colours, view, a bag.", "name": "fig-02-retrieval"}}
 viz.retrieval_grid(q.paths, g.paths, run.distmat, q.pids.numpy(), g.pids.numpy(),
                    q.camids.numpy(), g.camids.numpy(), topk=10, num_queries=4,
                    query_indices=np.linspace(0, len(q) - 1, 4).astype(int).tolist(),
@@ -235,10 +237,11 @@ viz.retrieval_grid(q.paths, g.paths, run.distmat, q.pids.numpy(), g.pids.numpy()
 # %% [markdown]
 # ## Where does the baseline look? Grad-CAM
 # Grad-CAM (Selvaraju et al. 2017) weights each channel of a stage's output by the mean gradient
-# of the identity logit and keeps the positive part. Here: layer4 of the trained trunk, target =
-# the predicted identity (query identities are not training classes, so there is no true class).
+# of the identity logit and keeps the positive part. Here ({numref}`fig-02-gradcam`): layer4 of
+# the trained trunk, target = the predicted identity (query identities are not training classes,
+# so there is no true class).
 
-# %%
+# %% mystnb={"figure": {"caption": "Grad-CAM of the trained IDE at layer4 over query images, for the identity it predicts (titles: the true identity). Look at whether the warm regions sit on the person or on the background.", "name": "fig-02-gradcam"}}
 from reidnb.data.transforms import normalize
 
 idx = np.linspace(0, len(q) - 1, 6).astype(int)

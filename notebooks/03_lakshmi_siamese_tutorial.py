@@ -136,12 +136,13 @@ pd.DataFrame({"images": [len(train), len(val)],
 # A triplet is an *anchor* image, a *positive* (another image of the same person) and a
 # *negative* (an image of someone else). Following the tutorial, both partners are drawn at
 # random; we add one refinement: the positive comes from another camera whenever the person was
-# seen by more than one, since matching across cameras is the task.
+# seen by more than one, since matching across cameras is the task. {numref}`fig-03-triplets`
+# shows triplets drawn this way.
 
 # %%
 show_source(samplers.triplet_indices, start="pids, camids = np.asarray")
 
-# %%
+# %% mystnb={"figure": {"caption": "Random triplets of the training split, each as anchor, positive and negative (titles: identity and camera). Look at whether each positive comes from another camera, and at how much a random negative resembles its anchor.", "name": "fig-03-triplets"}}
 rng = np.random.default_rng(seed)
 trip = samplers.triplet_indices(train.pids.numpy(), train.camids.numpy(), rng,
                                 anchors=rng.choice(len(train), 4, replace=False))
@@ -215,7 +216,8 @@ show_source(engine.fit, start="if validate is not None:", stop='row["best_epoch"
 # %% [markdown]
 # `run_experiment` ties it together: data, split, objective, training, then evaluation of the best
 # epoch on the query/gallery protocol, all written to a JSON run record. A second call with the
-# same configuration reads the record instead of training again.
+# same configuration reads the record instead of training again. The losses per epoch follow as a
+# table and as {numref}`fig-03-loss`.
 
 # %% tags=["nbval-ignore-output"]
 record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=True)
@@ -225,7 +227,7 @@ print(record["run_name"], "-", record["status"], "- evaluated epoch", record["ev
 history = pd.DataFrame(record["history"]).set_index("epoch")
 history[["loss", "val_loss", "best_epoch", "images"]].round(4)
 
-# %%
+# %% mystnb={"figure": {"caption": "Training loss and validation loss (fixed triplets of the held-out identities) per epoch. Look for the epoch with the lowest validation loss: its weights are the ones evaluated below.", "name": "fig-03-loss"}}
 viz.loss_curves(record["history"], keys=["loss", "val_loss"])
 
 # %% [markdown]
@@ -233,7 +235,7 @@ viz.loss_curves(record["history"], keys=["loss", "val_loss"])
 # At test time only the embedding network is used: every query and gallery image is embedded once
 # (averaged with its mirror image), and each query's gallery is sorted by distance. Scoring follows
 # the Market-1501 protocol of Chapter 2 (same-camera matches of the query's identity and junk images
-# are ignored).
+# are ignored). {numref}`fig-03-retrieval` shows the rankings of a few queries.
 
 # %%
 run = load_run(exp, data_root=data_root, runs_dir=runs_dir, device=device)
@@ -243,7 +245,7 @@ metrics_table({"random triplets, tutorial settings (best epoch)":
                evaluate_rank(*args, max_rank=min(20, len(g)))},
               ("rank-1", "rank-5", "rank-10", "mAP")).round(2)
 
-# %%
+# %% mystnb={"figure": {"caption": "Queries spread over the query set (dark frames), each followed by its nearest gallery images under the best epoch's embedding: green frames the same person, red frames someone else. Look at how many of the first matches are right.", "name": "fig-03-retrieval"}}
 viz.retrieval_grid(q.paths, g.paths, run.distmat, *args[1:], topk=8,
                    query_indices=np.linspace(0, len(q) - 1, 3).astype(int).tolist(),
                    images_as="paths")
@@ -252,12 +254,12 @@ viz.retrieval_grid(q.paths, g.paths, run.distmat, *args[1:], topk=8,
 # ### Browse the queries
 # In JupyterLab, move the slider to see any query's ranking, or tick the box to step through the
 # queries whose first match is wrong. In the static book the viewer is frozen on its first query;
-# the fixed example below it shows the first failures.
+# the fixed example below it ({numref}`fig-03-failures`) shows the first failures.
 
 # %% tags=["nbval-ignore-output"]
 widgets.query_browser(q.paths, g.paths, run.distmat, *args[1:], topk=8)
 
-# %%
+# %% mystnb={"figure": {"caption": "The first queries whose nearest gallery image is someone else, with their rankings (green: same person, red: someone else). Look at what the wrong first match has in common with the query.", "name": "fig-03-failures"}}
 failures = widgets.wrong_top1(*args)
 print(f"{len(failures)} of {len(q)} queries have a wrong first match")
 if len(failures):
@@ -281,10 +283,10 @@ d_an = (emb[val_trip[:, 0]] - emb[val_trip[:, 2]]).norm(dim=1)
 print(f"validation triplets already past the margin: {float((d_an - d_ap > margin).float().mean()):.1%}")
 
 # %% [markdown]
-# How far past it: the distribution of $d(a, n) - d(a, p)$ over the same triplets. Everything
-# right of the dashed line contributes zero loss and zero gradient.
+# How far past it: {numref}`fig-03-margin` shows the distribution of $d(a, n) - d(a, p)$ over the
+# same triplets. Everything right of the dashed line contributes zero loss and zero gradient.
 
-# %%
+# %% mystnb={"figure": {"caption": "The distribution of $d(a, n) - d(a, p)$ over fixed random triplets of the held-out identities, embedded by the trained model; the dashed line is the margin. Look at the share of triplets right of the line: they carry no loss and no gradient.", "name": "fig-03-margin"}}
 viz.score_histogram({"random validation triplets": d_an - d_ap}, "d(a, n) − d(a, p)",
                     threshold=margin, threshold_label=f"margin {margin}")
 
@@ -324,19 +326,19 @@ rt, bh = comparison.loc[list(labels)[0]], comparison.loc[list(labels)[1]]
 print(f"batch-hard minus random triplets: rank-1 {bh['rank1'] - rt['rank1']:+.1f}, "
       f"mAP {bh['mAP'] - rt['mAP']:+.1f} points ({profile} profile, seed {seed}, one run each)")
 
-# %%
+# %% mystnb={"figure": {"caption": "CMC of the three runs of the table (random triplets, batch-hard triplets, Chapter 2's IDE) on the same queries, one run each. Look at whether the curves cross: an ordering at rank 1 need not hold further down the ranking.", "name": "fig-03-cmc"}}
 curves = {label: read_json(run_dir_for(e, runs_dir) / "record.json")["cmc"]["single_query"]
           for label, e in labels.items()}  # the CMC each run record stores (ranks 1..50)
 viz.cmc_curve(curves, max_rank=min(20, len(g)))
 
 # %% [markdown]
-# How to read the table: all three rows see the same SynthReID split and are scored on the same
-# queries. The two triplet rows differ only in how triplets are chosen (same optimizer and lr
-# schedule, same margin); the IDE row uses a different loss (identity classification over all
-# training identities, with a BN neck) and its own schedule, so it is a reference point rather
-# than a controlled comparison. Each row is one run of one seed; the chapter has no runs of other
-# seeds, so it cannot tell which of these differences another seed would undo. The `smoke`
-# profile (what the tests run) trains for seconds and its numbers mean nothing.
+# How to read the table and {numref}`fig-03-cmc`: all three rows see the same SynthReID split and
+# are scored on the same queries. The two triplet rows differ only in how triplets are chosen (same
+# optimizer and lr schedule, same margin); the IDE row uses a different loss (identity
+# classification over all training identities, with a BN neck) and its own schedule, so it is a
+# reference point rather than a controlled comparison. Each row is one run of one seed; the chapter
+# has no runs of other seeds, so it cannot tell which of these differences another seed would undo.
+# The `smoke` profile (what the tests run) trains for seconds and its numbers mean nothing.
 
 # %% [markdown]
 # ### Which triplets carry a loss?

@@ -304,7 +304,8 @@ print(f"sigmoid({IDENTITY_BIAS}) = {torch.sigmoid(torch.tensor(IDENTITY_BIAS)):.
       f"first step, and every weight still gets a gradient")
 
 # %% [markdown]
-# Section 5 also trains one run with the paper's random start, for comparison.
+# Section 5 also trains one run with the paper's random start, for comparison. The full model's
+# three losses per epoch follow the run, as a table and as {numref}`fig-04-loss`.
 
 # %% tags=["nbval-ignore-output"]
 run_all(plan["trunk"], data_root, runs_dir, device);  # chapter 1's run: cached, not retrained
@@ -316,16 +317,16 @@ print(record["run_name"], "-", record["status"])
 hist = pd.DataFrame(record["history"]).set_index("epoch")
 hist[["lr", "loss_id", "loss_ver", "loss_unif", "acc", "acc_ver"]].round(3)
 
-# %%
+# %% mystnb={"figure": {"caption": "The full model's three losses per epoch: identification, verification and attention uniformity, summed with equal weights (Eq. 9). Look at whether the uniformity loss comes down with the other two or stays flat.", "name": "fig-04-loss"}}
 viz.loss_curves(record["history"], keys=["loss_id", "loss_ver", "loss_unif"])
 
 # %% [markdown]
 # ### Attention before and after training
-# The encoder–decoder mask $A_{ed}$ and the score $s$ (from layer4) for the same query images,
-# from the model as training starts (the same seed's initial weights) and the trained one. The
-# mask starts uniform by construction (near-identity start).
+# {numref}`fig-04-attention`: the encoder–decoder mask $A_{ed}$ and the score $s$ (from layer4) for
+# the same query images, from the model as training starts (the same seed's initial weights) and the
+# trained one. The mask starts uniform by construction (near-identity start).
 
-# %%
+# %% mystnb={"figure": {"caption": "The mask $A_{ed}$ and the score $s$ over query images, from the model as training starts and from the trained one (rows). Look at whether training moved them away from uniform, and onto the person.", "name": "fig-04-attention"}}
 ds, caches = load_data(full, data_root)
 q = caches["query"]
 pick = np.linspace(0, len(q) - 1, 6).astype(int)
@@ -379,13 +380,13 @@ table5
 values5 = seed_values(groups, runs_dir)
 values5.pivot(index="seed", columns="label", values=["rank1", "mAP"]).round(2)
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 and mAP of every run behind Table 5, one dot per run, a colour per seed, the mean and spread in black. Look at whether baseline < +AM < +AM+UL holds seed by seed or only on average.", "name": "fig-04-table5-seeds"}}
 viz.seed_spread(values5, title=f"Table 5 on {dataset}, {profile} profile: one dot per run")
 
 # %% [markdown]
-# A seed keeps its colour across the variants, so a gap that every seed shows reads differently
-# from one that a single seed carries. **The verdict rule of this book**, used for every claim
-# from here on:
+# In {numref}`fig-04-table5-seeds` a seed keeps its colour across the variants, so a gap that every
+# seed shows reads differently from one that a single seed carries. **The verdict rule of this
+# book**, used for every claim from here on:
 
 # %%
 display(Markdown(verdicts.RULE))
@@ -527,10 +528,11 @@ else:
 # camera's view. A positive pair disagrees about the bag with probability 2p(1 - p), largest at
 # p = 0.5 and zero at p = 1. We regenerate the set with other values and train the baseline and
 # the full model on each (first seed); if the module and the loss help with view-dependent
-# bags, their gain over the baseline should grow as the disagreement grows. The values of this
-# profile, and the same people as the knob changes:
+# bags, their gain over the baseline should grow as the disagreement grows
+# ({numref}`fig-04-bag-sweep`). The values of this profile, and the same people as the knob
+# changes ({numref}`fig-04-bag-samples`):
 
-# %%
+# %% mystnb={"figure": {"caption": "The same people, each carrying a bag and seen from the side, at every value of `bag_visible_prob` in this profile's sweep (one row per value, in the titles). Look at how often the bag shows in each row.", "name": "fig-04-bag-samples"}}
 default_p = synthetic.SynthKnobs().bag_visible_prob  # the default set's value
 values = sorted({default_p, *JEONG2020_PLAN[profile]["bag_visible"]})
 print("bag_visible_prob:", ", ".join(f"{v:g}" + (" (the default set)" if v == default_p else "")
@@ -553,7 +555,7 @@ sweep_by_metric = {m: sweep[m].unstack("variant")[["baseline", "+AM+UL"]]
                    for m in ("rank1", "mAP")}
 pd.concat({"rank-1": sweep_by_metric["rank1"], "mAP": sweep_by_metric["mAP"]}, axis=1)
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 of the baseline and of +AM+UL against the probability that a carried bag is visible, one run per point. Look at whether the gap between the two lines widens where a positive pair most often disagrees about the bag, around p = 0.5.", "name": "fig-04-bag-sweep"}}
 viz.metric_sweep(sweep_by_metric["rank1"], "probability that a carried bag is visible",
                  "rank-1 (%)", f"SynthReID, seed {first}, one run per point")
 
@@ -573,10 +575,10 @@ verdicts.publish_trend("jeong2020", "Fig. 1: the gain of +AM+UL over the baselin
 # We render such cases with SynthReID's knobs: the same person with and without an occluder,
 # with a calm and a strong pose change, and, for the change of camera, a person picked from the
 # data whose bag one camera shows and another hides, both seen from the same side (Fig. 5b). The
-# maps are the layer4 activation (channel mean of squared activations,
-# `reidnb.cam.activation_map`) of the three Table 5 models (first seed).
+# maps of {numref}`fig-04-activation` are the layer4 activation (channel mean of squared
+# activations, `reidnb.cam.activation_map`) of the three Table 5 models (first seed).
 
-# %%
+# %% mystnb={"figure": {"caption": "The layer4 activation of the baseline, +AM and +AM+UL (columns) for the hard cases, one per row in the order printed above: an occluder, a bag one camera hides, a strong pose change. Look at whether the models with the module keep to the same body parts within each pair of rows.", "name": "fig-04-activation"}}
 models = {label: load_trained(jeong2020_experiment(profile, v, seed=first, dataset=dataset),
                               runs_dir, ds.num_train_pids).eval()
           for v, label in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL"))}

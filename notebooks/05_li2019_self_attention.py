@@ -241,23 +241,24 @@ record = run_experiment(full, data_root=data_root, runs_dir=runs_dir, device=dev
 print(record["run_name"], "-", record["status"])
 
 # %% [markdown]
-# Per epoch: the two losses and their sum (Fig. 8), the training accuracy, $\alpha$ and the mean
-# row entropy of the scores (logged beside the losses, never added to them).
+# Per epoch: the two losses and their sum (the paper's Fig. 8; here {numref}`fig-05-loss`), the
+# training accuracy, $\alpha$ and the mean row entropy of the scores (logged beside the losses,
+# never added to them).
 
 # %%
 hist = pd.DataFrame(record["history"]).set_index("epoch")
 hist[["lr", "loss_id", "loss_triplet", "loss", "acc", "alpha", "attention_entropy"]].round(4)
 
-# %%
+# %% mystnb={"figure": {"caption": "The full model's label-smoothed cross entropy, batch-hard triplet loss and their sum per epoch (the paper's Fig. 8). Look at whether the triplet loss keeps falling once the cross entropy has levelled off.", "name": "fig-05-loss"}}
 viz.loss_curves(record["history"], keys=["loss_id", "loss_triplet", "loss"])
 
 # %% [markdown]
 # The paper shows rank-1 (Fig. 6) and mAP (Fig. 7) on the test set as training goes on. This
 # run was also evaluated after every epoch (`Experiment.eval_every`; evaluating reads the
-# weights and changes nothing of the training), so its curve is drawn against iterations, one
-# P x K batch each:
+# weights and changes nothing of the training), so its curve ({numref}`fig-05-test-curve`) is
+# drawn against iterations, one P x K batch each:
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 (left) and mAP (right) on the test set after every epoch of the full model's run, against training iterations (the paper's Figs. 6 and 7). Look at whether both have levelled off by the last epoch or were still rising.", "name": "fig-05-test-curve"}}
 steps_per_epoch = len({int(p) for p in load_data(full, data_root)[1]["train"].pids}) // P
 viz.test_curve(record["history"], steps_per_epoch,
                title=f"{full.name}, seed {full.train.seed}: the test set after each epoch")
@@ -289,7 +290,8 @@ display(Markdown(verdicts.RULE))
 # we read it as a softmax over the $L$ positions that reweights the last map
 # (`SpatialAttention`). The last row is a control the paper lacks: the same block and parameters
 # with every score fixed to $1/L$, so each position receives the mean of $h$. If the learnt
-# scores matter, "+self-attn" must beat it.
+# scores matter, "+self-attn" must beat it. {numref}`fig-05-table3-seeds` draws every run of the
+# table.
 
 # %% tags=["nbval-ignore-output"]
 run_all(plan["table3"], data_root, runs_dir, device);
@@ -307,7 +309,7 @@ table3
 values3 = seed_values(groups3, runs_dir)
 values3.pivot(index="seed", columns="label", values=["rank1", "mAP"]).round(2)
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 and mAP of every run behind Table 3, one dot per run, a colour per seed, the mean and spread in black. Look at whether +self-attn beats both the baseline and its uniform-score control on every seed.", "name": "fig-05-table3-seeds"}}
 viz.seed_spread(values3, title=f"Table 3 on {dataset}, {profile} profile: one dot per run")
 
 # %%
@@ -337,15 +339,27 @@ pd.DataFrame({data: {m: round(claim("li2019", "3", data, "single_query", "+self-
              ).rename_axis("gain of +self-attn over the baseline")
 
 # %% [markdown]
-# The largest gains are on CUHK03. What sets CUHK03 apart is its layout: every person in one pair of cameras, a handful of images each, so a query
-# has few true matches. SynthReID has a size with that layout, `two_camera` (every identity in
-# exactly two cameras, 1 to 6 true matches a query, no distractors), drawn with another
-# generator seed so that none of its people trained chapter 1's trunk. The baseline and the full
-# model, trained as above on it; the claim under test: the block's gain is larger there than on
-# the default set.
+# The largest gains are on CUHK03. What sets CUHK03 apart is its layout: every person in one
+# pair of cameras, a handful of images each, so a query has few true matches. SynthReID has a
+# size with that layout, `two_camera` (every identity in exactly two cameras, no distractors;
+# its true matches a query are counted below), drawn with another generator seed so that none
+# of its people trained chapter 1's trunk. The baseline and the full model, trained as above on
+# it; the claim under test: the block's gain is larger there than on the default set.
 
 # %% tags=["nbval-ignore-output"]
 run_all(plan["two_camera"], data_root, runs_dir, device);
+
+# %%
+for name, exp in (("default", full), ("two-camera", (plan["two_camera"] or [None])[0])):
+    if exp is None:
+        continue
+    split = load_data(exp, data_root)[1]
+    qs, gs = split["query"], split["gallery"]
+    matches = ((gs.pids[None] == qs.pids[:, None])
+               & (gs.camids[None] != qs.camids[:, None])).sum(dim=1).float()
+    print(f"{name} set: {len(qs)} queries, {len(gs)} gallery images, "
+          f"{len(set(qs.camids.tolist()) | set(gs.camids.tolist()))} cameras; true matches a "
+          f"query: {int(matches.min())} to {int(matches.max())}, median {matches.median():g}")
 
 # %%
 pairs = {"baseline": "baseline", "+self-attn": "full"}
@@ -455,10 +469,10 @@ with_claims(seed_table(groups6, runs_dir),
              "+self-attn (sigmoid)": ("li2019", "6", "+self-attn (sigmoid)")})
 
 # %% [markdown]
-# The scores of the two trained models on the same query images: the softmax rows spread over
-# $[0, 1]$ and sum to 1, the sigmoid ones cannot go below 0.5.
+# {numref}`fig-05-scores`: the scores of the two trained models on the same query images. The
+# softmax rows spread over $[0, 1]$ and sum to 1, the sigmoid ones cannot go below 0.5.
 
-# %%
+# %% mystnb={"figure": {"caption": "The attention scores $s_{ji}$ of the softmax model (Eq. 4) and of the sigmoid model (Table 6) on the same query images. Look at where each distribution sits: a softmax row sums to one, a sigmoid score cannot fall below one half.", "name": "fig-05-scores"}}
 ds, caches = load_data(full, data_root)
 q = caches["query"]
 pick = np.linspace(0, len(q) - 1, 8).astype(int)
@@ -536,17 +550,18 @@ seed_table({"+self-attn, Eq. 9 target form (default)": [full],
 # For a query image, row $j$ of $s$ is where position $j$ looks, and $c_i = \sum_j s_{ji}$ how
 # much attention position $i$ receives. The paper draws $s$ for one query (Fig. 10) and
 # attention overlays for several people (Fig. 11). Here: the trained full model's $32 \times 32$
-# scores for one query, its $c$ as an $8 \times 4$ map over the image, and, for several people,
-# $c$ beside the baseline's Grad-CAM (the identity logit's gradient at the last stage).
+# scores for one query ({numref}`fig-05-score-matrix`), its $c$ as an $8 \times 4$ map over the
+# image, and, for several people, $c$ beside the baseline's Grad-CAM (the identity logit's
+# gradient at the last stage; {numref}`fig-05-received`).
 
-# %%
+# %% mystnb={"figure": {"caption": "The trained full model's scores $s$ for one query (left: row $j$ is where position $j$ looks) and the attention each position receives, $c$, as a map of the feature grid (right). Look for columns lit in every row: positions that all others attend to.", "name": "fig-05-score-matrix"}}
 with torch.no_grad():
     out = trained(images)
 fmap_shape = tuple(out.extras["received"].shape[-2:])
 viz.score_matrix(out.extras["scores"][0], title="s for one query (trained +self-attn)",
                  map_shape=fmap_shape)
 
-# %%
+# %% mystnb={"figure": {"caption": "For several query images, the attention each position receives in the trained +self-attn model, $c$, and the baseline's Grad-CAM at layer4, each over the image. Look at whether $c$ sits on the person and where it parts from the baseline's evidence.", "name": "fig-05-received"}}
 baseline = load_trained(li2019_experiment(profile, "baseline", seed=first, dataset=dataset),
                         runs_dir, ds.num_train_pids).eval()
 received = out.extras["received"][:, 0]
@@ -558,9 +573,9 @@ viz.attention_grid({"+self-attn: attention received, c": received,
 # %% [markdown]
 # ### Mean activation per stage (Fig. 9)
 # The channel mean of the squared activations after each stage of the trained full model, for
-# the same people (`reidnb.cam.activation_map`).
+# the same people (`reidnb.cam.activation_map`; {numref}`fig-05-stages`).
 
-# %%
+# %% mystnb={"figure": {"caption": "The channel mean of the squared activations after each ResNet stage (rows) of the trained full model, for the same query images (the paper's Fig. 9). Look at how the lit regions change from the early stages to the last.", "name": "fig-05-stages"}}
 stages = {f"after {layer}": cam.activation_map(trained, images, f"backbone.{layer}")
           for layer in ("layer1", "layer2", "layer3", "layer4")}
 viz.attention_grid(stages, rgb)
@@ -569,9 +584,9 @@ viz.attention_grid(stages, rgb)
 # ### The embeddings under each loss (Fig. 4)
 # The query images of ten identities, projected on the two leading principal directions of each
 # model's feature: the full model trained with cross entropy only, with the triplet loss only,
-# and with both (first seed, Table 7's runs).
+# and with both (first seed, Table 7's runs; {numref}`fig-05-embeddings`).
 
-# %%
+# %% mystnb={"figure": {"caption": "Query features projected on each model's two leading principal directions, one colour a person: cross entropy only, triplet loss only, both (the paper's Fig. 4). Look at which loss gives each person a tight cluster apart from the others.", "name": "fig-05-embeddings"}}
 ten = q.pids.unique()[:10]
 sel = torch.isin(q.pids, ten)
 loss_models = {"CE only": plan["table7"][0], "triplet only": plan["table7"][1],
@@ -612,9 +627,9 @@ widgets.SliderBrowser({"query": len(q), "position": int(np.prod(fmap_shape))}, p
 # draw the same test people with looser and looser boxes: at level $m$ the box moves by up to
 # $m$ times its height and the person's size changes by up to a factor $1 + m$; every person,
 # camera, pose and colour stays as it was (`reidnb.misalignment`). We evaluate Table 3's trained
-# runs (no retraining) on four levels. The claim to test: the gain of self-attention over the
-# baseline *rises* with the misalignment. For scale, the default SynthReID that every model
-# trained on has these box errors:
+# runs (no retraining) on four levels ({numref}`fig-05-misalignment`). The claim to test: the gain
+# of self-attention over the baseline *rises* with the misalignment. For scale, the default
+# SynthReID that every model trained on has these box errors:
 
 # %%
 default_knobs = SynthKnobs()
@@ -635,11 +650,14 @@ else:
           f"{sweep['seed'].nunique()} seed(s)")
     display(sweep_means.round(2))
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 of Table 3's runs (baseline, +spatial-attn, +self-attn) against the box error, evaluated without retraining, mean over seeds. Look at whether the gap between +self-attn and the baseline widens as the boxes loosen.", "name": "fig-05-misalignment"}}
 if n_sweep_ids is not None and dataset == "synthreid":
     display(viz.metric_sweep(sweep_means["rank1"][order3], "box error (fraction of box height)",
                              "rank-1 (%)", f"SynthReID, mean over {sweep['seed'].nunique()} "
                              "seed(s)"))
+
+# %%
+if n_sweep_ids is not None and dataset == "synthreid":
     for metric, shown in (("rank1", "rank-1"), ("mAP", "mAP")):
         for line in verdicts.trend_sentences(sweep_means[metric], "+self-attn", "baseline",
                                              shown, knob="m",

@@ -305,9 +305,9 @@ hist[["lr", "loss_id", "loss_ver", "loss", "acc", "acc_ver"]].round(4)
 
 # %% [markdown]
 # Fig. 6 plots the training losses of the model and of the network without mutual attention on
-# DukeMTMC-reID. Ours, on SynthReID (first seed):
+# DukeMTMC-reID. Ours, on SynthReID (first seed), are in {numref}`fig-06-losses`:
 
-# %%
+# %% mystnb={"figure": {"caption": "Identification, verification and total loss per epoch of the Siamese network with and without mutual attention (first seed), the counterpart of the paper's Fig. 6. Look at whether the verification loss with MA ends lower or comes down sooner.", "name": "fig-06-losses"}}
 viz.loss_comparison({label: records[label]["history"]
                      for label in ("Siamese without MA", "ours with MA")},
                     ["loss_id", "loss_ver", "loss"],
@@ -567,10 +567,10 @@ verdicts.verdict_table(control)
 # For one query of the test set we take its nearest true match (a positive pair) and its
 # nearest image of another person (a hard negative), both by the full model's own distances,
 # and draw every map of the two blocks: each image's own SA, and the pair's MA and MU, each
-# averaged over its channels and laid over the image. Columns: the query, its match, the query
-# again, the negative.
+# averaged over its channels and laid over the image. Columns of {numref}`fig-06-pair-maps`: the
+# query, its match, the query again, the negative.
 
-# %%
+# %% mystnb={"figure": {"caption": "Every map of the two blocks for one query paired with its nearest true match and with its nearest other person: each image's SA, and the pair's MA and MU, averaged over channels. Look at whether MA stays lit for the true pair and fades for the negative.", "name": "fig-06-pair-maps"}}
 ds, caches = load_data(full, data_root)
 q, g = caches["query"], caches["gallery"]
 trained = load_trained(full, runs_dir, ds.num_train_pids).eval()
@@ -610,9 +610,9 @@ stats.groupby("pair", sort=False).mean().round(3).T.assign(pairs=len(both))
 # (`reidnb.cam.activation_map`). For the full model there are two such maps: the un-attended
 # one, which is what gets ranked, and the attended one the pair path hands on,
 # $F = f(1 + \mathrm{MU})$, here with the query paired with its match
-# (`attended_activation`).
+# (`attended_activation`; {numref}`fig-06-activation`).
 
-# %%
+# %% mystnb={"figure": {"caption": "The layer4 activation over query images: the Siamese network without MA, the model with MA un-attended (what is ranked), and attended while paired with its match. Look at how much pairing changes the map, and whether the two models attend alike.", "name": "fig-06-activation"}}
 pick = both[np.linspace(0, len(both) - 1, min(6, len(both))).astype(int)]
 xs, partners = normalize(q.images[pick]), normalize(g.images[pos[pick]])
 fig4 = {"Siamese without MA": cam.activation_map(baseline, xs, "backbone.layer4"),
@@ -624,13 +624,14 @@ viz.attention_grid(fig4, q.images[pick].permute(0, 2, 3, 1).numpy())
 # %% [markdown]
 # ### Fig. 5: retrievals, single query and re-ranked
 # Each row: a query, then its ten nearest gallery images, green when the same person, red
-# otherwise (the full model, first seed).
+# otherwise (the full model, first seed): single query in {numref}`fig-06-retrieval-sq`,
+# re-ranked in {numref}`fig-06-retrieval-rr`.
 
-# %%
+# %% mystnb={"figure": {"caption": "Single-query retrieval of the full model: each row a query, then its nearest gallery images (green: same person, red: someone else). Look at the wrong matches, then at the same rows re-ranked in the next figure.", "name": "fig-06-retrieval-sq"}}
 viz.retrieval_grid(q.images, g.images, dist_sq, q.pids, g.pids, q.camids, g.camids, topk=10,
                    num_queries=4)
 
-# %%
+# %% mystnb={"figure": {"caption": "The same queries after k-reciprocal re-ranking of the single-query distances. Look at which wrong matches re-ranking pushes down and which true ones it brings up.", "name": "fig-06-retrieval-rr"}}
 viz.retrieval_grid(q.images, g.images, np.asarray(dists["rerank"][0]), q.pids, g.pids,
                    q.camids, g.camids, topk=10, num_queries=4)
 
@@ -667,9 +668,9 @@ widgets.SliderBrowser({"query": len(both), "partner": 2}, browse)
 # trained and tested at each level.
 #
 # What is run: the compared runs (trained on the default SynthReID), evaluated without more
-# training on the first test identities at every level. **Not run yet:** training at each
-# level, which the hypothesis needs to be tested as stated; it costs the compared rows four
-# times over. For scale, the default SynthReID has these box errors:
+# training on the first test identities at every level ({numref}`fig-06-misalignment`). **Not run
+# yet:** training at each level, which the hypothesis needs to be tested as stated; it costs the
+# compared rows four times over. For scale, the default SynthReID has these box errors:
 
 # %%
 default_knobs = SynthKnobs()
@@ -689,12 +690,15 @@ else:
           f"{sweep['seed'].nunique()} seed(s)")
     display(sweep_means.round(2))
 
-# %%
+# %% mystnb={"figure": {"caption": "Rank-1 of the model with MA, its self-paired control and the Siamese network without MA against the box error, runs trained on the default set and evaluated without retraining, mean over seeds. Look at whether the gap between the model with MA and the control shrinks as the boxes loosen.", "name": "fig-06-misalignment"}}
 if on_synth:
     order = list(COMPARED)
     display(viz.metric_sweep(sweep_means["rank1"][order], "box error (fraction of box height)",
                              "rank-1 (%)", f"SynthReID, mean over {sweep['seed'].nunique()} "
                              "seed(s)"))
+
+# %%
+if on_synth:
     for base in ("self-paired control", "Siamese without MA"):
         for metric, shown in (("rank1", "rank-1"), ("mAP", "mAP")):
             for line in verdicts.trend_sentences(sweep_means[metric], "ours with MA", base,

@@ -823,3 +823,119 @@ def test_built_pages_fit_the_text_column_in_chromium(scoreboard_book, tmp_path):
         assert layout is not None and 600 <= layout["column"] <= 800, page
         assert layout["tables"], page
         assert checker.measured_wide_tables(layout) == [], page
+
+
+# --- figures: numbered captions (tools/check_book_offline.py, reidnb.book.fignumbers) -------
+
+# A code cell's figure as myst-nb renders it with `mystnb.figure` metadata and numfig (copied from
+# a build of chapter 2), one without the metadata, and one whose caption has no number (numfig off).
+CAPTIONED_FIGURE_HTML = (
+    '<div class="cell_output docutils container">\n'
+    '<figure class="align-default" id="fig-02-loss">\n'
+    '<img alt="_images/fe2d.png" src="_images/fe2d.png" />\n<figcaption>\n'
+    '<p><span class="caption-number">Fig. 2.1 </span><span class="caption-text">The IDE\'s '
+    'identity loss per epoch.</span><a class="headerlink" href="#fig-02-loss" '
+    'title="Link to this image">#</a></p>\n</figcaption>\n</figure>\n</div>')
+BARE_FIGURE_HTML = (
+    '<div class="cell_output docutils container">\n'
+    '<img alt="_images/fae0.png" src="_images/fae0.png" />\n</div>')
+UNNUMBERED_FIGURE_HTML = (
+    '<figure class="align-default" id="fig-02-cmc">\n<img alt="_images/dd29.png" '
+    'src="_images/dd29.png" />\n<figcaption>\n<p><span class="caption-text">CMC.</span></p>\n'
+    '</figcaption>\n</figure>')
+
+
+def chapter_page(*parts: str) -> str:
+    return ('<html><body><img src="_static/logo.png"><article class="bd-article">'
+            '<section id="training"><h2>Training<a class="headerlink" href="#training">#</a></h2>'
+            + "".join(parts) + "</section></article></body></html>")
+
+
+def test_uncaptioned_images_names_each_image_outside_a_numbered_figure():
+    checker = load_checker()
+    assert checker.uncaptioned_images(chapter_page(CAPTIONED_FIGURE_HTML)) == []
+    page = chapter_page(CAPTIONED_FIGURE_HTML, BARE_FIGURE_HTML, UNNUMBERED_FIGURE_HTML,
+                        '<figure><img src="_images/aa.png"></figure>')
+    assert checker.uncaptioned_images(page) == [
+        "fae0.png under 'Training': not in a figure",
+        "dd29.png under 'Training': caption without a number",
+        "aa.png under 'Training': figure without a caption"]
+
+
+def test_check_source_reports_uncaptioned_figures_on_chapter_pages_only():
+    checker = load_checker()
+    page = chapter_page(CAPTIONED_FIGURE_HTML, BARE_FIGURE_HTML)
+    rep = checker.check_source("02_baseline.html", page)
+    assert rep.problems() == ["figure without a numbered caption: fae0.png under 'Training': "
+                              "not in a figure"]
+    assert checker.check_source("02_baseline.html",
+                                chapter_page(CAPTIONED_FIGURE_HTML)).problems() == []
+    assert checker.check_source("intro.html", page).problems() == []  # not a chapter
+
+
+def test_per_chapter_figure_numbers_follow_the_page_name():
+    from reidnb.book.fignumbers import chapter_of, per_chapter
+
+    numbers = {"04_jeong2020": {"figure": {"fig-b": (6,), "fig-a": (5,)}, "table": {"t": (2,)}},
+               "intro": {"figure": {"fig-i": (1,)}},
+               "05_li2019": {"figure": {"fig-c": (7,)}},
+               "06_numbered": {"figure": {"fig-d": (3, 1)}}}
+    assert per_chapter(numbers) == {
+        "04_jeong2020": {"figure": {"fig-a": (4, 1), "fig-b": (4, 2)}, "table": {"t": (4, 1)}},
+        "intro": {"figure": {"fig-i": (1,)}},             # not a chapter: as Sphinx made it
+        "05_li2019": {"figure": {"fig-c": (5, 1)}},
+        "06_numbered": {"figure": {"fig-d": (3, 1)}}}      # a numbered toctree's: kept
+    assert numbers["04_jeong2020"]["figure"]["fig-a"] == (5,)  # the input is not changed
+    assert chapter_of("sub/12_x") == 12 and chapter_of("claims") is None
+
+
+PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5"
+           "ErkJggg==")
+
+
+def figure_cell(cell_id: str, figure: dict | None = None) -> dict:
+    cell = code_cell("viz.loss_curves(history)", cell_id=cell_id, outputs=[{
+        "output_type": "execute_result", "execution_count": 1, "metadata": {},
+        "data": {"image/png": PNG_1PX, "text/plain": "<Figure size 640x480 with 1 Axes>"}}])
+    if figure is not None:
+        cell["metadata"]["mystnb"] = {"figure": figure}
+    return cell
+
+
+@pytest.fixture(scope="module")
+def figure_book(tmp_path_factory) -> Path:
+    """The real book config building two hand-made chapters (no kernel, no vendored
+    JavaScript): chapter 4 with a captioned figure, a figure without caption metadata and a
+    {numref} to the first; chapter 5 with a captioned figure that refers to chapter 4's."""
+    root = tmp_path_factory.mktemp("figurebook")
+    (root / "executed").mkdir()
+    ch4 = executed_nb(
+        md_cell("## Training\n{numref}`fig-04-loss` shows the loss.", "prose"),
+        figure_cell("f1", {"caption": "The loss per epoch; look at the last epoch.",
+                           "name": "fig-04-loss"}),
+        figure_cell("f2"))
+    ch5 = executed_nb(md_cell("## Sweep\nAs in {numref}`fig-04-loss`, {numref}`fig-05-sweep` "
+                              "shows a sweep.", "prose"),
+                      figure_cell("f1", {"caption": "A sweep.", "name": "fig-05-sweep"}))
+    for name, nb in (("04_ch", ch4), ("05_ch", ch5)):
+        (root / "executed" / f"{name}.ipynb").write_text(json.dumps(nb))
+    book.assemble(root / "executed", root / "book", REPO / "book", root / "nb")
+    return book.run_jupyter_book(root / "book").parent
+
+
+@pytest.mark.slow
+def test_built_figures_are_numbered_per_chapter_and_referred_to(figure_book):
+    ch4 = (figure_book / "04_ch.html").read_text()
+    ch5 = (figure_book / "05_ch.html").read_text()
+    assert '<figure class="align-default" id="fig-04-loss">' in ch4
+    assert ('<span class="caption-number">Fig. 4.1 </span><span class="caption-text">The loss '
+            'per epoch; look at the last epoch.</span>') in ch4
+    assert ('<a class="reference internal" href="#fig-04-loss"><span class="std std-numref">'
+            'Fig. 4.1</span></a> shows the loss.') in ch4
+    assert '<span class="caption-number">Fig. 5.1 </span>' in ch5
+    assert ('<a class="reference internal" href="04_ch.html#fig-04-loss"><span class="std '
+            'std-numref">Fig. 4.1</span></a>') in ch5
+    checker = load_checker()
+    (missing,) = checker.check_source("04_ch.html", ch4).uncaptioned
+    assert missing.endswith("under 'Training': not in a figure")   # the cell without metadata
+    assert checker.check_source("05_ch.html", ch5).problems() == []

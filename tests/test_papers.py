@@ -92,3 +92,15 @@ def test_trunk_source_names_the_ide_run_or_none():
         trunk_source("synthetic", None, "ide", "resnet50")
     with pytest.raises(ValueError, match="trunk='random'"):
         trunk_source("synthetic", None, "random", "resnet18")
+
+
+def test_notebook_setup_lets_a_table_cell_hold_a_sentence(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from reidnb.book import notebook
+    monkeypatch.chdir(tmp_path)
+    sentence = "two FC layers, 512 wide, input f1 - f2 (signed), then a softmax over same/other"
+    with pd.option_context("display.max_colwidth", 50):
+        assert "..." in repr(pd.DataFrame({"v": [sentence]}))
+        notebook.setup("smoke")
+        assert sentence in repr(pd.DataFrame({"v": [sentence]}))

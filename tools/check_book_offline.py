@@ -17,7 +17,9 @@ a page must not show papermill's injected-parameters cell (the book shows the pa
 line), no math element may hold prose (a sentence caught between the wrong dollar signs
 renders as one italic formula without spaces; see `prose_in_math`), no literal "$" may
 stand beside a math element, the landing page must hold the scoreboard (the build's facts and
-verdicts whose links reach their chapter's anchors; see `scoreboard_problems`), and no table may
+verdicts whose links reach their chapter's anchors; see `scoreboard_problems`), every image of a
+chapter page (`NN_topic.html`) must sit in a figure with a numbered caption ("Fig. 4.2 ...",
+what a code cell's `mystnb.figure` metadata makes; see `uncaptioned_images`), and no table may
 be wider than the text column. Without a browser a table's width is estimated from its columns'
 longest words (`estimate_table_px`); with one, each page is opened at 1280 px with every
 <details> block open and every table measured (`LAYOUT_JS`).
@@ -87,6 +89,8 @@ CELL_PADDING_EM = 1.0
 # Where a cell's text may wrap: spaces, and after a hyphen that a letter follows.
 BREAK_RE = re.compile(r"\s+|(?<=-)(?=[A-Za-z])")
 SCOREBOARD_ID = "reidnb-scoreboard"
+# A chapter page (the book's NN_topic notebooks), whose images must be numbered figures.
+CHAPTER_PAGE_RE = re.compile(r"^\d{2}_[^/]*\.html$")
 SCOREBOARD_FACTS = ("profile", "device", "CPU", "commit", "date")
 NOT_BUILT = "not built yet"
 # Run in the page (served with ?reidnb-layout): open every <details>, then record the text
@@ -128,6 +132,7 @@ class PageReport:
     stray_dollars: int = 0
     wide_tables: list[str] = field(default_factory=list)
     widths_measured: bool = False  # True: measured in the browser; False: estimated
+    uncaptioned: list[str] = field(default_factory=list)  # chapter images not in a numbered fig.
     scoreboard: list[str] | None = None  # the landing page's scoreboard problems; None elsewhere
 
     def problems(self) -> list[str]:
@@ -148,6 +153,7 @@ class PageReport:
         out += [f"table wider than the text column at {WINDOW_PX} px ({how}): {t}"
                 for t in self.wide_tables]
         out += [f"scoreboard: {p}" for p in self.scoreboard or []]
+        out += [f"figure without a numbered caption: {u}" for u in self.uncaptioned]
         return out
 
 
@@ -362,6 +368,64 @@ def wide_tables(html: str, limit_px: float = TEXT_COLUMN_PX,
     return out
 
 
+class _FigureParser(HTMLParser):
+    """Every <img> of a page, and whether it sits in a <figure> whose <figcaption> holds the
+    number Sphinx gives a figure with numfig (`<span class="caption-number">Fig. 4.2 </span>`)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images: list[tuple[str, str, str]] = []  # (src, heading above it, what is missing)
+        self._figures: list[dict] = []   # open <figure>s, innermost last
+        self._heading: str | None = None  # text of the heading being read
+        self._last_heading = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if re.fullmatch(r"h[1-6]", tag):
+            self._heading = ""
+        elif tag == "figure":
+            self._figures.append({"images": [], "caption": False, "numbered": False,
+                                  "in_caption": False})
+        elif tag == "figcaption" and self._figures:
+            self._figures[-1]["caption"] = self._figures[-1]["in_caption"] = True
+        elif tag == "span" and self._figures and self._figures[-1]["in_caption"] \
+                and "caption-number" in values.get("class", "").split():
+            self._figures[-1]["numbered"] = True
+        elif tag == "img":
+            src = values.get("src", "")
+            if self._figures:
+                self._figures[-1]["images"].append((src, self._last_heading))
+            else:
+                self.images.append((src, self._last_heading, "not in a figure"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if re.fullmatch(r"h[1-6]", tag) and self._heading is not None:
+            self._last_heading = " ".join(self._heading.split()).rstrip("#").strip()
+            self._heading = None
+        elif tag == "figcaption" and self._figures:
+            self._figures[-1]["in_caption"] = False
+        elif tag == "figure" and self._figures:
+            fig = self._figures.pop()
+            missing = ("" if fig["numbered"] else "caption without a number" if fig["caption"]
+                       else "figure without a caption")
+            self.images += [(src, heading, missing) for src, heading in fig["images"]]
+
+    def handle_data(self, data: str) -> None:
+        if self._heading is not None:
+            self._heading += data
+
+
+def uncaptioned_images(html: str) -> list[str]:
+    """The images of a page's text column that are not in a figure with a numbered caption,
+    each named by its file and the heading above it. On a chapter page every such image is a
+    cell's figure whose cell lacks `mystnb.figure` metadata (or a build without numfig)."""
+    parser = _FigureParser()
+    parser.feed(_article(html))
+    parser.close()
+    return [f"{src.rsplit('/', 1)[-1] or '(no src)'} under '{heading or '(no heading)'}': "
+            f"{missing}" for src, heading, missing in parser.images if missing]
+
+
 def landing_page(html_dir: Path) -> str:
     """The page a reader lands on: where index.html redirects to, else index.html."""
     text = (html_dir / "index.html").read_text(encoding="utf-8", errors="replace")
@@ -453,6 +517,8 @@ def check_source(page: str, html: str) -> PageReport:
     rep.prose_math = [p for p in map(prose_in_math, math_sources(html)) if p]
     rep.stray_dollars = len(STRAY_DOLLAR_RE.findall(html))
     rep.wide_tables = wide_tables(html, font_px=table_font_px(html))
+    if CHAPTER_PAGE_RE.match(Path(page).name):
+        rep.uncaptioned = uncaptioned_images(html)
     return rep
 
 
@@ -612,14 +678,15 @@ def main(argv: list[str] | None = None) -> int:
                          static=args.static)
     failed = 0
     print(f"{'page':32s} {'math':>9s} {'widgets':>9s} {'outside':>7s} {'404':>4s} {'js err':>6s} "
-          f"{'injected':>8s} {'prose':>5s} {'stray $':>7s} {'wide':>4s} {'score':>5s}")
+          f"{'injected':>8s} {'prose':>5s} {'stray $':>7s} {'wide':>4s} {'score':>5s} "
+          f"{'no cap':>6s}")
     for r in reports:
         score = "-" if r.scoreboard is None else ("ok" if not r.scoreboard else "BAD")
         print(f"{r.page:32s} {r.math_typeset:4d}/{r.math_in_html:<4d} "
               f"{r.widgets_rendered:4d}/{r.widget_views:<4d} {len(r.outside_requests):7d} "
               f"{len(r.local_404):4d} {len(r.console_errors):6d} {r.injected_cells:8d} "
               f"{len(r.prose_math):5d} {r.stray_dollars:7d} {len(r.wide_tables):4d} "
-              f"{score:>5s}")
+              f"{score:>5s} {len(r.uncaptioned):6d}")
         for p in r.problems():
             print(f"  PROBLEM {p}")
         for e in r.console_errors:

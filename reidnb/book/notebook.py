@@ -20,7 +20,9 @@ def setup(profile: str | None = None) -> Path:
     """Check the chapter's `profile` parameter (an unknown one stops here, with the choices,
     before any data is generated), chdir to the project root (so `data/`, `runs/` and `results/`
     resolve the same under papermill, nbval and JupyterLab), silence the random-init warning,
-    which the run record already keeps, and render figures inline. Returns the working folder."""
+    which the run record already keeps, render figures inline and let table cells hold a
+    sentence (pandas cuts text at 50 characters by default; the settings tables' values are
+    longer). Returns the working folder."""
     if profile is not None:
         from ..experiments import check_profile
         check_profile(profile)
@@ -29,6 +31,8 @@ def setup(profile: str | None = None) -> Path:
         os.chdir(root)
     warnings.filterwarnings("ignore", message="no ImageNet weights")
     _inline_figures()
+    import pandas as pd
+    pd.set_option("display.max_colwidth", 200)
     return Path.cwd()
 
 
