@@ -73,13 +73,13 @@ from reidnb.experiments import (LEVELS, initial_model, load_data, load_trained, 
 from reidnb.metrics import nearest_partners
 from reidnb.models.zheng2019 import CASN, identification_attention
 from reidnb.papers.zheng2019 import (ALPHA, CONSISTENCY_WEIGHT, FUSED_TOP_K, INPUT_SIZES,
-                                     LAMBDA1, LAMBDA2, LEDGER_METHODS, MISALIGNMENT_LABELS,
-                                     MISALIGNMENT_VARIANTS, PCB_PARTS, TABLE3_ROWS,
-                                     ZHENG2019_PLAN, casn_margins, crop_recovery, crop_slopes,
-                                     fused_values, gradient_checks, misalignment_values,
-                                     moved_partners, pair_view, person_attention_shares,
-                                     positive_pair_distances, step_costs,
-                                     table3_grid, table3_groups, true_match_ranks,
+                                     LAMBDA1, LAMBDA2, LAST_STRIDE, LEDGER_METHODS,
+                                     MISALIGNMENT_LABELS, MISALIGNMENT_VARIANTS, PCB_PARTS,
+                                     TABLE3_ROWS, ZHENG2019_PLAN, casn_margins, crop_recovery,
+                                     crop_slopes, fused_values, gradient_checks,
+                                     misalignment_values, moved_partners, pair_view,
+                                     person_attention_shares, positive_pair_distances,
+                                     step_costs, table3_grid, table3_groups, true_match_ranks,
                                      zheng2019_experiment, zheng2019_plan)
 from reidnb.results import seed_values, settings_table
 from reidnb.train.engine import compute_distmat, extract_features
@@ -133,25 +133,28 @@ settings_table(casn, [
 
 # %% [markdown]
 # ## 1. The model: one trunk, two heads, no attention block
-# The paper's two set-ups: IDE at 288x144 and PCB at 384x128 (Sec. 4), both ResNet-50 with the
-# last stride set to 1, so conv5 keeps 1/16 of the image. Here with random weights, to print
+# The paper's two set-ups: IDE at 288x144 and PCB at 384x128 (Sec. 4), both ResNet-50; PCB
+# removes the last down-sampling (last stride 1, conv5 at 1/16 of the image), the IDE trunk is
+# read as it comes (stride 2, 1/32; the paper says neither). Here with random weights, to print
 # shapes and sizes, beside the network this profile trains. PCB cuts conv5 into horizontal
 # stripes, each with its own classifier; its feature $f$ is the stripes' vectors side by side.
 
 # %%
 torch.manual_seed(0)   # the random weights below, the same in every kernel
-setups = {"IDE head, paper (288x144)": ("resnet50", "ide", INPUT_SIZES["ide"]["paper"], 6),
-          "PCB head, paper (384x128)": ("resnet50", "pcb", INPUT_SIZES["pcb"]["paper"], 6),
-          f"IDE head, {profile} profile": (casn.model_kwargs["backbone"], "ide",
-                                           (casn.height, casn.width), 6),
-          f"PCB head, {profile} profile": (casn.model_kwargs["backbone"], "pcb",
-                                           INPUT_SIZES["pcb"][profile], PCB_PARTS[profile])}
+setups = {"IDE head, paper (288x144)": ("resnet50", "ide", "paper", 6),
+          "PCB head, paper (384x128)": ("resnet50", "pcb", "paper", 6),
+          f"IDE head, {profile} profile": (casn.model_kwargs["backbone"], "ide", profile, 6),
+          f"PCB head, {profile} profile": (casn.model_kwargs["backbone"], "pcb", profile,
+                                           PCB_PARTS[profile])}
 shape_rows = {}
-for label, (arch, head, (h, w), parts) in setups.items():
-    net = CASN(751, backbone=arch, pretrained=False, head=head, parts=parts).eval()
+for label, (arch, head, setup, parts) in setups.items():
+    (h, w), stride = INPUT_SIZES[head][setup], LAST_STRIDE[head][setup]
+    net = CASN(751, backbone=arch, pretrained=False, head=head, parts=parts,
+               last_stride=stride).eval()
     with torch.no_grad():
         out = net(torch.zeros(2, 3, h, w), pairs=(torch.tensor([0]), torch.tensor([1])))
     shape_rows[label] = {
+        "last stride": stride,
         "conv5 map A": " x ".join(map(str, out.extras["fmap"].shape[1:])),
         "stripes": parts if head == "pcb" else "-",
         "f": out.feat.shape[1], "identity logits": out.logits.shape[1],
@@ -168,6 +171,7 @@ pd.DataFrame(shape_rows).T
 #
 # | where | what the paper says | what we do |
 # |---|---|---|
+# | Sec. 4, conv5's stride | not said | IDE as ResNet-50 comes (2: 288x144 gives 9x5), PCB 1 as in PCB; on the CPU profiles 1 for both, since 128x64 at stride 2 leaves 4 rows (`LAST_STRIDE`; the gpu and paper IDE runs were renamed when this was set) |
 # | Eq. 2, Grad-CAM layer | not said | conv5, the trunk's output (Sec. 3.2.2's "last convolutional layer") |
 # | Eq. 2, the mask | $\mathrm{sigmoid}(\alpha(M - \beta))$, no scale for $M$, no $\alpha, \beta$ | $M$ over its maximum, upsampled bilinearly, $\alpha = 10$, $\beta = 0.5$ (GAIN's) |
 # | Eq. 2, $\bar y_c$ | "prediction score" | softmax probability (`score="prob"`); the logit (`"logit"`) is unbounded below |

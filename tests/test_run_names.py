@@ -2,7 +2,9 @@
 run would retrain silently and orphan the records under runs/. The golden list was taken at commit
 3d16f78, before the paper contract (issue 13); li2019's, jamal2020's and zheng2019's runs were
 added when their experiments landed, leaving every earlier name as it was. A change to it must be
-deliberate and said in the chapter that shows the run."""
+deliberate and said in the chapter that shows the run. One was: zheng2019's IDE-head runs of the
+gpu and paper profiles, renamed when their last stride became 2 (`zheng2019.LAST_STRIDE`; none had
+been run; chapter 7's table of readings says so)."""
 
 import json
 from pathlib import Path

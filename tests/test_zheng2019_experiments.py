@@ -67,7 +67,9 @@ def test_each_variant_weights_eq6_as_sec4_says(profile, head, variant):
         assert (terms["consist"]["norm"], terms["consist"]["sign"]) == ("plain", "shared")
     assert kw["num_identities"] == (4 if profile == "smoke" else 8)    # 16 pairs, 1:1
     m = exp.model_kwargs
-    assert m["head"] == head and m["last_stride"] == 1 and m["diff"] == "signed"
+    assert m["head"] == head and m["diff"] == "signed"
+    # conv5 keeps 8 rows to cut at 128 x 64 on the CPU profiles; the paper's IDE is stride 2
+    assert m["last_stride"] == (2 if head == "ide" and profile in ("paper", "gpu") else 1)
     if head == "pcb":       # the stripes divide conv5's rows (height / 16 at last stride 1)
         assert (exp.height // 16) % m["parts"] == 0 and m["parts"] == z.PCB_PARTS[profile]
     else:
@@ -85,6 +87,10 @@ def test_paper_profile_is_sec4():
     pcb = zheng2019_experiment("paper", "casn", head="pcb")
     assert (ide.height, ide.width) == (288, 144) and (pcb.height, pcb.width) == (384, 128)
     assert pcb.model_kwargs["parts"] == 6            # 24 rows, 6 stripes of 4 (PCB)
+    ide_net, pcb_net = (build_for(e, 751).eval() for e in (ide, pcb))
+    with torch.no_grad():
+        assert ide_net(torch.zeros(1, 3, 288, 144)).extras["fmap"].shape[1:] == (2048, 9, 5)
+        assert pcb_net(torch.zeros(1, 3, 384, 128)).extras["fmap"].shape[1:] == (2048, 24, 8)
     for exp in (ide, pcb):
         assert exp.dataset == "market1501" and exp.trunk_from == ""
         assert exp.model_kwargs["backbone"] == "resnet50"

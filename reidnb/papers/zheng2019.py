@@ -79,6 +79,12 @@ INPUT_SIZES = {
 #: SynthReID is rendered at 128 x 64, a taller image would be another rendering (another data
 #: set) and cost 1.5x, so PCB and IDE rows would differ in more than their head.
 PCB_PARTS = {"paper": 6, "gpu": 4, "synthetic": 4, "smoke": 4}
+#: conv5's stride per head and profile. Sec. 4 does not say. The IDE baseline is ResNet-50 as
+#: it comes (last stride 2: 288 x 144 gives conv5 9 x 5), PCB removes the last down-sampling
+#: ([34]: 384 x 128 gives 24 x 8); the CPU profiles use 1 on both heads, since 128 x 64 at
+#: stride 2 leaves 4 rows, too few for the profile cut.
+LAST_STRIDE = {"ide": {"paper": 2, "gpu": 2, "synthetic": 1, "smoke": 1},
+               "pcb": {"paper": 1, "gpu": 1, "synthetic": 1, "smoke": 1}}
 #: CPU profiles: epochs of `CPU_ANCHORS` anchors (P = 8: 24 steps of 24 images an epoch, 72 in
 #: all, as many as a jamal2020 synthetic run's steps of 48 images at last stride 2, and about
 #: as costly), one lr for every layer, no step; smoke: `SMOKE_ANCHORS` anchors (P = 4).
@@ -148,10 +154,10 @@ def zheng2019_experiment(profile: str = "synthetic", variant: str = "casn", seed
     IDE classifier 512 wide, the pair head 512 wide; evaluation by Euclidean distance between
     the f vectors, without flip averaging (the fused distance: `evaluate_fused`).
 
-    paper: ResNet-50 from ImageNet, 288 x 144 (IDE: conv5 2048 x 18 x 9) or 384 x 128 (PCB: 24 x
-      8, 6 stripes), Market-1501, an epoch one anchor per training image, 40 epochs, lr 0.03
+    paper: ResNet-50 from ImageNet, 288 x 144 (IDE, last stride 2: conv5 2048 x 9 x 5) or
+      384 x 128 (PCB, last stride 1: 24 x 8, 6 stripes; `LAST_STRIDE`), Market-1501, an epoch one anchor per training image, 40 epochs, lr 0.03
       x0.1 at 30 (Sec. 4; PCB trained with the same recipe, not PCB's own).
-    gpu: ResNet-50 at 256 x 128 (16 x 8; PCB 4 stripes of 4 rows) on the large SynthReID, 20
+    gpu: ResNet-50 at 256 x 128 (IDE 8 x 4; PCB 16 x 8, 4 stripes of 4 rows) on the large SynthReID, 20
       epochs of 5,000 anchors (about 300k images, as the IDE and jamal2020 gpu runs), lr 0.03
       after a 2-epoch warm-up, x0.1 at 14.
     synthetic: ResNet-18 at 128 x 64 with last stride 1 (conv5 512 x 8 x 4; stride 2 leaves 4
@@ -187,8 +193,8 @@ def zheng2019_experiment(profile: str = "synthetic", variant: str = "casn", seed
     name = f"zheng2019_{'pcb_' if head == 'pcb' else ''}{variant}"
     name += "".join(s for _, s in _readings(variant, ia_score, cam_grad, sa_norm, sa_sign, diff,
                                              t, alpha_mask, beta))
-    model = {"backbone": arch, "pretrained": False if trunk_from else "auto", "last_stride": 1,
-             "head": head, "hidden": 512, "bce_hidden": 512, "diff": diff, "dropout": 0.0}
+    model = {"backbone": arch, "pretrained": False if trunk_from else "auto",
+             "last_stride": LAST_STRIDE[head][profile], "head": head, "hidden": 512, "bce_hidden": 512, "diff": diff, "dropout": 0.0}
     if head == "pcb":
         parts = PCB_PARTS[profile] if parts is None else parts
         rows = height // 16
