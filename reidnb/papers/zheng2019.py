@@ -939,7 +939,8 @@ def misalignment_values(runs: list[Experiment], runs_dir: str | Path = "runs",
     """One row per complete run of the plan's "misalignment" group (`misaligned_run`): label
     (`MISALIGNMENT_LABELS`), level, seed and the metrics, from the run records. A run not made
     is left out; an empty frame (with the columns) when none is."""
-    from ..results import seed_values
+    from ..experiments import run_dir_for
+    from ..io import read_json
 
     rows = []
     for exp in runs:
@@ -948,8 +949,12 @@ def misalignment_values(runs: list[Experiment], runs_dir: str | Path = "runs",
         if not sep or variant not in MISALIGNMENT_LABELS:
             raise ValueError(f"misalignment_values: {exp.name!r} is not a run of the sweep "
                              "(expected zheng2019_<variant>_mis<level>)")
-        part = seed_values({MISALIGNMENT_LABELS[variant]: [exp]}, runs_dir, metrics=metrics)
-        rows += [{**r, "level": float(level)} for r in part.to_dict("records")]
+        path = run_dir_for(exp, runs_dir) / "record.json"
+        rec = read_json(path) if path.exists() else {}
+        if rec.get("status") == "complete":
+            rows.append({"label": MISALIGNMENT_LABELS[variant], "level": float(level),
+                         "seed": exp.train.seed,
+                         **{m: rec["metrics"]["single_query"][m] for m in metrics}})
     return pd.DataFrame(rows, columns=["label", "level", "seed", *metrics])
 
 
