@@ -253,16 +253,17 @@ viz.attention_overlay(q.images[idx].permute(0, 2, 3, 1).numpy(), maps,
 # %% [markdown]
 # ## Against the papers
 # The claims ledger holds `zheng2019`'s IDE rows; `reidnb.results.claims_vs_runs` puts this
-# book's runs of the same method beside them, with the data set each run used. Only a run on the
-# paper's own data set (the `paper` profile) can reproduce a printed number; a run on SynthReID
-# shares the setting, not the number.
+# chapter's run beside them, with the data set it used (the claims page, at the end of the book,
+# puts every run of the book there, chapter 7's IDE rows included). Only a run on the paper's own
+# data set (the `paper` profile) can reproduce a printed number; a run on SynthReID shares the
+# setting, not the number.
 
 # %%
 claims = load_claims()
 ide_claims = claims[(claims.paper == "zheng2019") & (claims.method == "IDE baseline")
                     & (claims.dataset == "market1501")]
-claims_vs_runs(ide_claims, load_records(runs_dir, profile=profile)).drop(
-    columns=["protocol", "method"])
+this_run = [r for r in load_records(runs_dir, profile=profile) if r["run_name"] == exp.run_name]
+claims_vs_runs(ide_claims, this_run).drop(columns=["protocol", "method"])
 
 # %% [markdown]
 # `zheng2019` prints two IDE results for CUHK03-NP (detected boxes): Table 1 quotes
