@@ -223,6 +223,24 @@ def initial_model(exp: Experiment, num_classes: int, runs_dir: str | Path = "run
     return model, weights_init
 
 
+_CODE_FINGERPRINT: str | None = None
+
+
+def code_fingerprint() -> str:
+    """The library's code as 12 hex digits: sha256 over every `reidnb/**/*.py` (relative path
+    and bytes, in path order). A run record keeps it as "code": two runs of one configuration
+    trained by code of the same fingerprint give the same numbers in the portable mode, while a
+    cached run from other code may not (`mainjob.set_aside_stale_runs`)."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+        _CODE_FINGERPRINT = h.hexdigest()[:12]
+    return _CODE_FINGERPRINT
+
+
 def git_sha() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -304,7 +322,7 @@ def _train_and_evaluate(exp: Experiment, run_dir: Path, data_root: str | Path,
         "weights_init": weights_init,
         "device": device_info(dev), "processes": distributed.world_size(),
         "numerics": numeric_paths.describe(str(dev)),
-        "versions": _versions(), "git": git_sha(),
+        "versions": _versions(), "git": git_sha(), "code": code_fingerprint(),
         "started": _now(), "history": [],
     }
     if exp.val_fraction > 0:

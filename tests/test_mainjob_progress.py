@@ -1,6 +1,8 @@
 """The main job's run accounting: every run of the book once, and a time-left line that only
 extrapolates from runs this job actually trained."""
 
+import json
+
 from reidnb.book.mainjob import book_runs, finished_runs, runs_progress
 from reidnb.experiments import run_dir_for
 from reidnb.io import atomic_write_json
@@ -42,3 +44,29 @@ def test_progress_counts_cached_and_trained_runs_and_extrapolates_only_from_trai
     for exp in runs[3:]:
         _complete(exp, tmp_path, 1.0)
     assert runs_progress(runs, tmp_path, cached).endswith(f"{n - 1} trained by this job)")
+
+
+def test_runs_from_other_code_are_set_aside_before_a_refresh(tmp_path, capsys):
+    """refresh_committed re-executes over the runs this code trains, never over cached runs
+    that older code trained (their numbers may differ from what nbval trains from scratch)."""
+    from reidnb.book.mainjob import set_aside_stale_runs
+    from reidnb.experiments import code_fingerprint
+
+    runs = tmp_path / "runs"
+    current = code_fingerprint()
+    assert len(current) == 12 and current == code_fingerprint()
+    for name, profile, code in (("fresh", "smoke", current), ("old", "smoke", "0123456789ab"),
+                                ("unmarked", "smoke", None), ("book", "synthetic", "x")):
+        (runs / name).mkdir(parents=True)
+        rec = {"run_name": name, "profile": profile, "status": "complete"}
+        if code is not None:
+            rec["code"] = code
+        (runs / name / "record.json").write_text(json.dumps(rec))
+        (runs / name / "best.pt").write_bytes(b"weights")
+    assert set_aside_stale_runs(runs, "smoke") == ["old", "unmarked"]
+    assert sorted(p.name for p in runs.iterdir()) == ["book", "fresh"]
+    (stamp,) = (tmp_path / "runs.stale").iterdir()
+    assert sorted(p.name for p in stamp.iterdir()) == ["old", "unmarked"]
+    assert (stamp / "old" / "best.pt").read_bytes() == b"weights"   # moved, not deleted
+    assert "2 smoke run(s) trained by other code" in capsys.readouterr().out
+    assert set_aside_stale_runs(runs, "smoke") == []
