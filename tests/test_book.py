@@ -939,3 +939,49 @@ def test_built_figures_are_numbered_per_chapter_and_referred_to(figure_book):
     (missing,) = checker.check_source("04_ch.html", ch4).uncaptioned
     assert missing.endswith("under 'Training': not in a figure")   # the cell without metadata
     assert checker.check_source("05_ch.html", ch5).problems() == []
+
+
+def test_a_badge_kept_on_one_line_is_one_word_of_the_estimate():
+    checker = load_checker()
+    parser = checker._TableParser()
+    parser.feed('<table><tr><td><span class="reidnb-mv">rank-1 <span class="reidnb-v">not '
+                'tested</span></span> <span class="reidnb-mv">mAP</span></td></tr></table>')
+    (rows,) = parser.tables
+    # "rank-1 not tested" cannot wrap inside its item; the space between items can
+    assert checker.estimate_table_px(rows, 13) == pytest.approx(
+        checker.text_px("rank-1\u00a0not\u00a0tested", 13) + 13)
+    assert checker.estimate_table_px(rows, 13) > checker.text_px("tested", 13) + 13
+
+
+def test_measured_outputs_scrolling_sideways_are_problems_code_sources_only_counted():
+    checker = load_checker()
+    layout = {"column": 688, "viewport": 1280, "tables": [], "code": [
+        {"input": True, "width": 850, "box": 684, "chars": 97, "text": "for size, prof in"},
+        {"input": False, "width": 934, "box": 688, "chars": 107, "text": "sigmoid(3.0) = 0.953"}]}
+    assert checker.measured_wide_outputs(layout) == [
+        "934 px in a 688 px box: sigmoid(3.0) = 0.953..."]
+    assert checker.measured_wide_code(layout) == 1
+    rep = checker.PageReport(page="p", wide_outputs=checker.measured_wide_outputs(layout),
+                             wide_code=1)
+    assert rep.problems() == ["printed output wider than the text column at 1280 px: "
+                              "934 px in a 688 px box: sigmoid(3.0) = 0.953..."]
+    assert "white-space: pre-wrap" in (REPO / "book" / "_static" / "reidnb.css").read_text()
+
+
+def test_scoreboard_with_every_metric_fits_the_text_column():
+    """However many metrics the chapters judge, the scoreboard keeps three columns."""
+    from reidnb import verdicts
+    from reidnb.book import scoreboard
+
+    checker = load_checker()
+    metrics = ["rank-1", "mAP", "score ratio", "loss_ver", "loss_ver, mean over epochs",
+               "rank-10", "rank-20", "person covered (%)"]
+    rows = [{"kind": "pair", "claim": "ResNet-50 +AM+UL, Eq. 8 as printed > +AM (no uniformity "
+             "loss)", "metric": m, "verdict": "within noise", "seeds": [0, 1, 2], "mean": -12.25,
+             "low": -30.5, "high": 6.25, "percent": True} for m in metrics]
+    rec = {**verdicts.not_tested_record("jeong2020", "Table 5: a long claim", "x"),
+           "rows": rows}
+    html = scoreboard.render([scoreboard.Entry("04_a", "Chapter 4", "anchor", rec)],
+                             {"profile": "synthetic"}, papers=("jeong2020",))
+    page = f'<link href="_static/reidnb.css"><article>{html}</article>'
+    assert "<th>verdicts</th>" in html and checker.wide_tables(page) == []

@@ -166,7 +166,14 @@ def test_render_lists_each_claim_with_its_link_verdicts_and_seeds():
     assert "\n\n" not in block.strip()        # one raw HTML block: no blank line inside
     for fact, value in FACTS.items():
         assert f'data-fact="{fact}"' in block and value in block.replace("&amp;", "&")
-    assert "<th>claim</th><th>rank-1</th><th>score ratio</th><th>seeds</th>" in block
+    # three columns however many metrics: each verdict names its metric
+    assert "<th>claim</th><th>verdicts</th><th>seeds</th>" in block
+    assert block.count("<th>") == 3
+    am_row = block[block.index('<td class="reidnb-pair">am &gt; base</td>'):]
+    am_row = am_row[:am_row.index("</tr>")]
+    assert am_row.count('<span class="reidnb-metric">') == 1
+    assert '<span class="reidnb-metric">rank-1</span> <span class="reidnb-v' in am_row
+    assert '<span class="reidnb-metric">score ratio</span>' in block
     assert ('<a href="04_jeong2020.html#verdicts-jeong2020-table-5-base-am-full">'
             "Table 5: base &lt; am &lt; full</a>") in block
     assert '<td class="reidnb-pair">am &gt; base</td>' in block
@@ -174,8 +181,10 @@ def test_render_lists_each_claim_with_its_link_verdicts_and_seeds():
     assert '<span class="reidnb-v reidnb-v-within-noise">within noise</span>' in block
     assert '<td class="reidnb-seeds">0, 1, 2</td>' in block
     assert "3 verdicts on 2 claims from 1 chapter: 2 holds, 1 within noise." in block
-    assert "<th>claim</th><th>verdict</th>" in scoreboard.render(
+    unjudged = scoreboard.render(
         [scoreboard.Entry("c", "C", "a", verdicts.not_tested_record("p", "x", "one seed"))], FACTS)
+    assert ('<td class="reidnb-verdicts"><span class="reidnb-v reidnb-v-not-tested">not tested'
+            "</span></td>") in unjudged and "reidnb-metric" not in unjudged
     assert "zheng2019" in block and "no chapter of this build runs it" in block
     assert "prints no quantitative result" in block
     assert verdicts.RULE in text

@@ -22,7 +22,10 @@ chapter page (`NN_topic.html`) must sit in a figure with a numbered caption ("Fi
 what a code cell's `mystnb.figure` metadata makes; see `uncaptioned_images`), and no table may
 be wider than the text column. Without a browser a table's width is estimated from its columns'
 longest words (`estimate_table_px`); with one, each page is opened at 1280 px with every
-<details> block open and every table measured (`LAYOUT_JS`).
+<details> block open and every table measured (`LAYOUT_JS`), and so is every code cell: what a
+cell prints must not scroll sideways (reidnb.css wraps it), while the code cells whose own
+source scrolls (lines past about 78 characters at 1280 px) are counted in the "code>" column
+and not failed.
 
     python tools/check_book_offline.py build/book/_build/html --out build/book_check
     python tools/check_book_offline.py build/book/_build/html --static
@@ -82,12 +85,15 @@ TABLE_FONT_PX = 13
 DEFAULT_TABLE_FONT_PX = 16   # a page without reidnb.css: the theme's size
 # Widths of characters in em, for the static estimate (calibrated against Chromium's min-content
 # widths of this book's tables: within about 15 %).
-NARROW_CHARS = set("iljtfr.,:;!|'`()[] ")
+NARROW_CHARS = set("iljtfr.,:;!|'`()[] \u00a0")
 WIDE_CHARS = set("mwMW@%")
 BOLD_FACTOR = 1.06
 CELL_PADDING_EM = 1.0
 # Where a cell's text may wrap: spaces, and after a hyphen that a letter follows.
-BREAK_RE = re.compile(r"\s+|(?<=-)(?=[A-Za-z])")
+BREAK_RE = re.compile(r"[ \t\n\r\f\v]+|(?<=-)(?=[A-Za-z])")
+# Elements that reidnb.css keeps on one line (a verdict badge, a scoreboard item): their spaces
+# are read as non-breaking ones.
+NOWRAP_CLASSES = {"reidnb-v", "reidnb-mv"}
 SCOREBOARD_ID = "reidnb-scoreboard"
 # A chapter page (the book's NN_topic notebooks), whose images must be numbered figures.
 CHAPTER_PAGE_RE = re.compile(r"^\d{2}_[^/]*\.html$")
@@ -107,8 +113,18 @@ LAYOUT_JS = r"""<script>(function () {
       tables.push({index: i, width: Math.round(Math.max(r.width, t.scrollWidth)),
                    text: t.textContent.replace(/\s+/g, ' ').trim().slice(0, 60)});
     });
+    var code = [];
+    art.querySelectorAll('div.cell_input pre, div.cell_output pre').forEach(function (p) {
+      if (p.scrollWidth > p.clientWidth + 1) {
+        var input = !!p.closest('div.cell_input');
+        var lines = p.textContent.split('\n');
+        var longest = lines.reduce(function (a, b) { return b.length > a.length ? b : a; }, '');
+        code.push({input: input, width: p.scrollWidth, box: p.clientWidth,
+                   chars: longest.length, text: longest.trim().slice(0, 60)});
+      }
+    });
     document.documentElement.setAttribute('data-reidnb-layout', JSON.stringify(
-      {column: Math.round(column), viewport: window.innerWidth, tables: tables}));
+      {column: Math.round(column), viewport: window.innerWidth, tables: tables, code: code}));
   }
   window.addEventListener('load', function () { setTimeout(measure, 300); });
 })();</script>"""
@@ -132,6 +148,8 @@ class PageReport:
     stray_dollars: int = 0
     wide_tables: list[str] = field(default_factory=list)
     widths_measured: bool = False  # True: measured in the browser; False: estimated
+    wide_outputs: list[str] = field(default_factory=list)  # printed output scrolling sideways
+    wide_code: int = 0  # code cells whose source scrolls sideways (reported, not a problem)
     uncaptioned: list[str] = field(default_factory=list)  # chapter images not in a numbered fig.
     scoreboard: list[str] | None = None  # the landing page's scoreboard problems; None elsewhere
 
@@ -152,6 +170,8 @@ class PageReport:
         how = "measured" if self.widths_measured else "estimated"
         out += [f"table wider than the text column at {WINDOW_PX} px ({how}): {t}"
                 for t in self.wide_tables]
+        out += [f"printed output wider than the text column at {WINDOW_PX} px: {t}"
+                for t in self.wide_outputs]
         out += [f"scoreboard: {p}" for p in self.scoreboard or []]
         out += [f"figure without a numbered caption: {u}" for u in self.uncaptioned]
         return out
@@ -287,6 +307,7 @@ class _TableParser(HTMLParser):
         self.tables: list[list[list[list]]] = []
         self._open: list[list] = []   # tables being read, innermost last
         self._cell: list | None = None
+        self._spans: list[bool] = []  # open <span>s, innermost last: True when kept on one line
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "table":
@@ -303,6 +324,9 @@ class _TableParser(HTMLParser):
             self._open[-1][-1].append(self._cell)
         elif tag == "br" and self._cell is not None:
             self._cell[2] += " "
+        elif tag == "span":
+            classes = set((dict(attrs).get("class") or "").split())
+            self._spans.append(bool(classes & NOWRAP_CLASSES) or any(self._spans))
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "table" and self._open:
@@ -310,10 +334,12 @@ class _TableParser(HTMLParser):
             self._cell = None
         elif tag in ("td", "th"):
             self._cell = None
+        elif tag == "span" and self._spans:
+            self._spans.pop()
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
-            self._cell[2] += data
+            self._cell[2] += re.sub(r"\s", "\u00a0", data) if any(self._spans) else data
 
 
 def text_px(text: str, font_px: float = TABLE_FONT_PX, bold: bool = False) -> float:
@@ -564,6 +590,17 @@ def measure_layout(chromium: str, url: str, budget_ms: int, timeout_s: float,
     return json.loads(html_lib.unescape(m.group(1))) if m else None
 
 
+def measured_wide_outputs(layout: dict) -> list[str]:
+    """The measured output blocks (what a cell printed) that scroll sideways."""
+    return [f"{c['width']} px in a {c['box']} px box: {c['text']}..."
+            for c in layout.get("code", []) if not c["input"]]
+
+
+def measured_wide_code(layout: dict) -> int:
+    """How many code cells' sources scroll sideways (lines past about 78 characters)."""
+    return sum(1 for c in layout.get("code", []) if c["input"])
+
+
 def measured_wide_tables(layout: dict) -> list[str]:
     """The measured tables wider than the measured text column (1 px of rounding allowed)."""
     column = layout["column"]
@@ -586,13 +623,16 @@ def check_page(chromium: str, html_dir: Path, page: str, port: int, out: Path,
     if not rep.screenshot.is_file():
         raise SystemExit(f"Chromium made no screenshot of {url}:\n{shot.stderr[-2000:]}")
     (out / f"{name}.dom.html").write_text(dom.stdout, encoding="utf-8")
-    if layout_port is not None and "<table" in _article(html):   # no table: nothing to measure
+    article = _article(html)
+    if layout_port is not None and ("<table" in article or "<pre" in article):
         layout = measure_layout(chromium, f"http://127.0.0.1:{layout_port}/{page}?reidnb-layout",
                                 budget_ms, timeout_s, out / f"{name}.layout.netlog.json")
         if layout is None:
             rep.wide_tables = ["the page did not report its layout (did its scripts run?)"]
         else:
             rep.wide_tables = measured_wide_tables(layout)
+            rep.wide_outputs = measured_wide_outputs(layout)
+            rep.wide_code = measured_wide_code(layout)
             (out / f"{name}.layout.json").write_text(json.dumps(layout, indent=1),
                                                      encoding="utf-8")
         rep.widths_measured = True
@@ -679,14 +719,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     print(f"{'page':32s} {'math':>9s} {'widgets':>9s} {'outside':>7s} {'404':>4s} {'js err':>6s} "
           f"{'injected':>8s} {'prose':>5s} {'stray $':>7s} {'wide':>4s} {'score':>5s} "
-          f"{'no cap':>6s}")
+          f"{'no cap':>6s} {'out>':>4s} {'code>':>5s}")
     for r in reports:
         score = "-" if r.scoreboard is None else ("ok" if not r.scoreboard else "BAD")
         print(f"{r.page:32s} {r.math_typeset:4d}/{r.math_in_html:<4d} "
               f"{r.widgets_rendered:4d}/{r.widget_views:<4d} {len(r.outside_requests):7d} "
               f"{len(r.local_404):4d} {len(r.console_errors):6d} {r.injected_cells:8d} "
               f"{len(r.prose_math):5d} {r.stray_dollars:7d} {len(r.wide_tables):4d} "
-              f"{score:>5s} {len(r.uncaptioned):6d}")
+              f"{score:>5s} {len(r.uncaptioned):6d} {len(r.wide_outputs):4d} "
+              f"{r.wide_code if r.widths_measured else '-':>5}")
         for p in r.problems():
             print(f"  PROBLEM {p}")
         for e in r.console_errors:

@@ -5,7 +5,7 @@ A chapter publishes the verdicts it computes from its run records with `reidnb.v
 holding the claim, each compared pair, the metric, the verdict and the paired seeds. When the
 book is assembled, `take_verdicts` takes these outputs out of the chapter's page and puts an
 anchor where they were; `render` turns every chapter's records into one table (per paper, per
-claim, one row per compared pair, one column per metric) with a link to each claim's cell, and
+claim, one row per compared pair with its verdict on each metric) with a link to each claim's cell, and
 a line naming the build: profile, device, CPU, commit and date. `write_into_page` puts it on
 the book's root page, at the line `PLACEHOLDER` (else after the page's title).
 
@@ -260,7 +260,7 @@ def _metrics(entries: list[Entry]) -> list[str]:
                               if row.get("metric")))
     ordered = [m for m in FIRST_METRICS if m in seen] + [m for m in seen
                                                           if m not in FIRST_METRICS]
-    return ordered or ["verdict"]   # only claims not judged: one column for their word
+    return ordered
 
 
 def _badge(verdict: str) -> str:
@@ -292,29 +292,31 @@ def _seeds(rows: list[dict]) -> str:
 
 
 def _claim_rows(rec: dict, metrics: list[str]) -> list[str]:
-    """One <tr> per compared pair of a record (its metrics side by side)."""
+    """One <tr> per compared pair of a record: the pair, its verdicts (one item per metric, in
+    `metrics` order, each naming its metric, so the table keeps three columns however many
+    metrics the book's claims use) and the seeds."""
     groups: dict[str, list[dict]] = {}
     for row in rec["rows"]:
         groups.setdefault(str(row.get("claim", "")), []).append(row)
     out = []
     for claim, rows in groups.items():
-        by_metric = {row.get("metric"): row for row in rows}
-        cells = [f'<td class="reidnb-pair">{_e(claim)}</td>']
         if all(not row.get("metric") for row in rows):     # a claim not judged at all
-            verdicts = ", ".join(dict.fromkeys(row["verdict"] for row in rows))
-            cells.append(f'<td colspan="{len(metrics)}">{_badge(verdicts)}</td>')
+            items = [_badge(", ".join(dict.fromkeys(row["verdict"] for row in rows)))]
         else:
+            by_metric = {row.get("metric"): row for row in rows}
+            items = []
             for metric in metrics:
                 row = by_metric.get(metric)
                 if row is None:
-                    cells.append("<td></td>")
                     continue
                 shown, tip = _number(row)
                 title = f' title="{_e(tip)}"' if tip else ""
                 extra = f' <span class="reidnb-num">{_e(shown)}</span>' if shown else ""
-                cells.append(f"<td{title}>{_badge(row['verdict'])}{extra}</td>")
-        cells.append(f'<td class="reidnb-seeds">{_e(_seeds(rows))}</td>')
-        out.append("<tr>" + "".join(cells) + "</tr>")
+                items.append(f'<span class="reidnb-mv"{title}><span class="reidnb-metric">'
+                             f"{_e(metric)}</span> {_badge(row['verdict'])}{extra}</span>")
+        out.append(f'<tr><td class="reidnb-pair">{_e(claim)}</td>'
+                   f'<td class="reidnb-verdicts">{" ".join(items)}</td>'
+                   f'<td class="reidnb-seeds">{_e(_seeds(rows))}</td></tr>')
     return out
 
 
@@ -367,7 +369,7 @@ def render(entries: list[Entry], facts: dict[str, str], papers: tuple[str, ...] 
         block.append("</div>")
         return "\n".join(lines + block) + "\n"
     metrics = _metrics(entries)
-    ncol = len(metrics) + 2
+    ncol = 3
     counts = tally(entries)
     shown_counts = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
     chapters = list(dict.fromkeys(e.chapter for e in entries))
@@ -376,9 +378,8 @@ def render(entries: list[Entry], facts: dict[str, str], papers: tuple[str, ...] 
     block.append(f'<p class="reidnb-tally">{_plural(n_verdicts, "verdict")} on '
                  f'{_plural(n_claims, "claim")} from {_plural(len(chapters), "chapter")}: '
                  f"{_e(shown_counts)}.</p>")
-    head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
-    block.append(f'<table class="reidnb-scoreboard-table"><thead><tr><th>claim</th>{head}'
-                 "<th>seeds</th></tr></thead>")
+    block.append('<table class="reidnb-scoreboard-table"><thead><tr><th>claim</th>'
+                 "<th>verdicts</th><th>seeds</th></tr></thead>")
     by_paper: dict[str, list[Entry]] = {}
     for e in entries:
         by_paper.setdefault(e.record["paper"], []).append(e)
@@ -403,9 +404,9 @@ def render(entries: list[Entry], facts: dict[str, str], papers: tuple[str, ...] 
                 rows.append(f'<tr><td colspan="{ncol}">prints no quantitative result: nothing '
                             "to judge</td></tr>")
             else:
-                rows.append(f'<tr><td class="reidnb-pair">its claims</td><td colspan='
-                            f'"{len(metrics)}">{_badge("not tested")} no chapter of this build '
-                            "runs it</td><td></td></tr>")
+                rows.append(f'<tr><td class="reidnb-pair">its claims</td><td>'
+                            f'{_badge("not tested")} no chapter of this build runs it</td>'
+                            "<td></td></tr>")
         block.append("<tbody>" + "".join(rows) + "</tbody>")
     block += ["</table>", "</div>"]
     # A raw HTML block ends at a blank line: the block has none.
