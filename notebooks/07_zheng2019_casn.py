@@ -79,8 +79,8 @@ from reidnb.papers.zheng2019 import (ALPHA, CONSISTENCY_WEIGHT, FUSED_TOP_K, INP
                                      crop_slopes, fused_values, gradient_checks,
                                      misalignment_values, moved_partners, pair_view,
                                      person_attention_shares, positive_pair_distances,
-                                     step_costs, table3_grid, table3_groups, true_match_ranks,
-                                     zheng2019_experiment, zheng2019_plan)
+                                     step_costs, table3_grid, table3_groups, table3_split,
+                                     true_match_ranks, zheng2019_experiment, zheng2019_plan)
 from reidnb.results import seed_values, settings_table
 from reidnb.train.engine import compute_distmat, extract_features
 
@@ -162,7 +162,7 @@ for label, (arch, head, setup, parts) in setups.items():
         "trunk parameters (M)": round(count_params(net.backbone) / 1e6, 2),
         "head parameters (M)": round((count_params(net) - count_params(net.backbone)) / 1e6, 2),
         "forward GFLOPs an image": round(count_flops(net, (h, w)).flops / 1e9, 2)}
-pd.DataFrame(shape_rows).T
+pd.DataFrame(shape_rows)   # one column per set-up
 
 # %% [markdown]
 # The attention is not a module, so it adds no parameters: the heads are all that CASN adds to
@@ -352,14 +352,18 @@ pd.DataFrame({label: {"alpha: share of f^- pushing 'same' up": v["alpha_share"],
 
 # %% [markdown]
 # ## 5. Table 3 on SynthReID
-# Each row's rank-1 and mAP on SynthReID (mean and spread over its seeds) beside the paper's
-# three data sets. SynthReID is not any of them and the network is a CPU-sized one: read the
+# Each row's rank-1 and mAP on SynthReID (mean and spread over its seeds), then the paper's values
+# for the same rows on its three data sets. SynthReID is not any of them and the network is a CPU-sized one: read the
 # orderings, not the values. The controls have no printed row.
 
 # %%
 groups = table3_groups(plan)
 values = seed_values(groups, runs_dir, metrics=("rank1", "rank5", "mAP"))
-table3_grid(values).round(2)
+build_grid, paper_grid = table3_split(table3_grid(values).round(2))
+build_grid   # this build, on SynthReID
+
+# %%
+paper_grid   # the paper's Table 3, the same rows
 
 # %%
 printed = claims_table("zheng2019", "3")

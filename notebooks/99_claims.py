@@ -19,9 +19,8 @@
 # The claims ledger `reidnb/claims.csv` holds each number from the result tables of the papers
 # (one row per printed number: paper, table, data set, protocol, method, metric, value). Beside
 # each, `reidnb.results.claims_vs_runs` puts what this build's runs measured, from the run
-# records of this build's profile (one configuration per run: the current code's):
-#
-# a run on the claim's own data set (Market-1501, DukeMTMC-reID or a CUHK03-NP box type) is a
+# records of this build's profile (one configuration per run: the current code's). A run on
+# the claim's own data set (Market-1501, DukeMTMC-reID or a CUHK03-NP box type) is a
 # reproduction; a run of the same method on SynthReID is shown too, in grey italics, and never
 # counted as one: a SynthReID number is not a Market-1501 number, only the setting is the
 # paper's. Only the `paper` profile trains on a real data set by default.

@@ -263,6 +263,12 @@ def test_table3_grid_sets_the_ledger_beside_the_mean():
     assert grid.loc["IDE", "cuhk03_detected mAP (paper)"] == 38.9
     assert pd.isna(grid.loc["IDE +BCE (control)", "± rank1"])
     assert pd.isna(grid.loc["IDE +BCE (control)", "dukemtmcreid rank1 (paper)"])
+    build, paper = z.table3_split(grid)
+    assert list(build.columns) == ["seeds", "SynthReID rank1", "± rank1", "SynthReID mAP",
+                                   "± mAP"]
+    assert list(paper.columns) == [(d, m) for d in z.TABLE3_DATASETS for m in ("rank1", "mAP")]
+    assert paper.loc["IDE", ("market1501", "rank1")] == 85.3
+    assert list(paper.index) == list(build.index) == list(grid.index)
 
 
 # --- the fused test distance (Sec. 4) ----------------------------------------------------------

@@ -393,6 +393,17 @@ def table3_grid(values: pd.DataFrame, metrics=("rank1", "mAP")) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("label")
 
 
+def table3_split(grid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`table3_grid` as two tables that each fit a page: this build's columns (seeds, mean and
+    spread per metric), and the paper's with (data set, metric) columns, same rows."""
+    printed = [c for c in grid.columns if c.endswith(" (paper)")]
+    paper = grid[printed].copy()
+    paper.columns = pd.MultiIndex.from_tuples(
+        [tuple(c.removesuffix(" (paper)").rsplit(" ", 1)) for c in printed],
+        names=["data set", "metric"])
+    return grid.drop(columns=printed), paper
+
+
 # --- the fused test distance (Sec. 4) ----------------------------------------------------------
 
 #: How many of each query's nearest gallery images (by feature distance) `evaluate_fused`
