@@ -72,9 +72,10 @@ from reidnb.experiments import (LEVELS, initial_model, load_data, load_trained, 
                                 run_experiment)
 from reidnb.metrics import nearest_partners
 from reidnb.models.zheng2019 import CASN, identification_attention
-from reidnb.papers.zheng2019 import (ALPHA, CONSISTENCY_WEIGHT, FUSED_TOP_K, INPUT_SIZES,
-                                     LAMBDA1, LAMBDA2, LAST_STRIDE, LEDGER_METHODS,
-                                     MISALIGNMENT_LABELS, MISALIGNMENT_VARIANTS, PCB_PARTS,
+from reidnb.papers.zheng2019 import (ALPHA, CONSISTENCY_WEIGHT, CROP_PAIRS, FUSED_TOP_K,
+                                     INPUT_SIZES, LAMBDA1, LAMBDA2, LAST_STRIDE,
+                                     LEDGER_METHODS, MISALIGNMENT_LABELS,
+                                     MISALIGNMENT_VARIANTS, PCB_PARTS, STEP_COST_STEPS,
                                      TABLE3_ROWS, ZHENG2019_PLAN, casn_margins, crop_recovery,
                                      crop_slopes, fused_values, gradient_checks,
                                      misalignment_values, moved_partners, pair_view,
@@ -229,7 +230,8 @@ for group in ("table3", "controls", "pcb"):
 # %% tags=["nbval-ignore-output"]
 step_costs({label: zheng2019_experiment(profile, variant, seed=first, dataset=dataset)
             for label, variant in (("IDE", "ide"), ("IDE +IA", "ia"), ("IDE +SA", "sa"),
-                                   ("CASN", "casn"))}, data_root, device)
+                                   ("CASN", "casn"))}, data_root, device,
+           steps=STEP_COST_STEPS[profile])
 
 # %% [markdown]
 # Per epoch, CASN's first seed: each term of Eq. 6 as logged (the consistency term raw, and
@@ -520,10 +522,11 @@ widgets.SliderBrowser({"query": len(q), "neighbour": 5, "network": len(labels)},
 # its detector box slid so that the person sits a fraction of the image height lower or higher
 # (person, pose, background and light unchanged: `reidnb.data.synth_truth.moved_boxes`); for
 # each shift, how far the start and the centre of its kept segment moved, in pixels, on average
-# over the pairs, and how many pairs had any row cut at all.
+# over the pairs (up to `CROP_PAIRS[profile]` of them), and how many pairs had any row cut at
+# all.
 
 # %%
-crop_pairs = np.flatnonzero(pos >= 0)[:200]
+crop_pairs = np.flatnonzero(pos >= 0)[:CROP_PAIRS[profile]]
 moved = moved_partners(casn, g.images[pos[crop_pairs]],
                        [g.paths[int(j)] for j in pos[crop_pairs]], data_root=data_root)
 crop_nets = {"CASN, trained": nets["CASN, trained"], "CASN at the start": nets["at the start"]}

@@ -550,3 +550,12 @@ def test_person_covered_counts_the_person_pixels_above_beta():
     assert got[0].item() == pytest.approx(0.5) and got[1].item() == pytest.approx(1.0)
     assert torch.isnan(got[2])
     assert torch.isnan(z.person_covered(maps[:1], torch.zeros(1, 8, 4, dtype=torch.bool))[0])
+
+
+def test_crop_check_and_step_cost_sizes_cover_every_profile_and_smoke_is_the_smallest():
+    from reidnb.experiments import PROFILES
+
+    for table in (z.CROP_PAIRS, z.STEP_COST_STEPS):
+        assert set(table) == set(PROFILES)
+        assert table["smoke"] == min(table.values()) >= 1
+    assert z.CROP_PAIRS["synthetic"] == 200   # the synthetic findings were measured on 200

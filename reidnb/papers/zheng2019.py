@@ -943,6 +943,12 @@ MISALIGNMENT_LABELS = {variant: label for label, (head, variant) in TABLE3_ROWS.
 #: Vertical shifts of the crop check, as fractions of the image height (the sweep's levels,
 #: both ways).
 CROP_SHIFTS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2)
+#: How many positive pairs the crop check (`moved_partners`, `crop_recovery`) draws again and
+#: measures, per profile: each pair is rendered once per shift and scored once per shift and
+#: model (the smoke profile's check took 113 s of its 193 s with all its pairs).
+CROP_PAIRS = {"smoke": 24, "synthetic": 200, "gpu": 200, "paper": 200}
+#: Timed training steps per row of `step_costs` (after one untimed step), per profile.
+STEP_COST_STEPS = {"smoke": 1, "synthetic": 3, "gpu": 3, "paper": 3}
 
 
 def misalignment_values(runs: list[Experiment], runs_dir: str | Path = "runs",
