@@ -309,12 +309,8 @@ FIG4_CLAIM = ("Fig. 4: identification attention makes the map cover more of the 
 fig4 = [verdicts.compare(shares, label, "IDE", "person covered (%)")
         for label in ("IDE +IA", "IDE +IA+SA (CASN)")
         if not shares.empty and {label, "IDE"} <= set(shares["label"])]
-if fig4:
-    verdicts.publish("zheng2019", FIG4_CLAIM, fig4)
-    display(verdicts.verdict_table(fig4))
-else:
-    verdicts.publish_not_tested("zheng2019", FIG4_CLAIM, f"the {profile} profile on {dataset} "
-                                "has no IDE and +IA runs with person masks to compare")
+verdicts.publish_judged("zheng2019", FIG4_CLAIM, fig4, f"the {profile} profile on {dataset} "
+                        "has no IDE and +IA runs with person masks to compare")
 
 # %% [markdown]
 # A map can cover more of the body by spreading wider, onto the background as well. The same
@@ -399,12 +395,9 @@ table3_verdicts = [verdicts.compare(values, better, base, m)
                    for better, base in pairs if {better, base} <= set(values["label"])
                    for m in ("rank1", "mAP")]
 TABLE3_CLAIM = "Table 3: IA and SA each beat IDE, CASN beats both, SA beats its BCE-only control"
-if table3_verdicts:
-    verdicts.publish("zheng2019", TABLE3_CLAIM, table3_verdicts)
-    display(verdicts.verdict_table(table3_verdicts))
-else:
-    verdicts.publish_not_tested("zheng2019", TABLE3_CLAIM, f"the {profile} profile runs only "
-                                f"{' and '.join(groups)}: no ordering of the claim can be formed")
+verdicts.publish_judged("zheng2019", TABLE3_CLAIM, table3_verdicts,
+                        f"the {profile} profile runs only {' and '.join(groups)}: no ordering "
+                        "of the claim can be formed")
 
 # %%
 for c in table3_verdicts:
@@ -464,12 +457,8 @@ fig7 = [verdicts.compare(consistency_values, "IDE +BCE (control)", label,
         if {label, "IDE +BCE (control)"} <= set(consistency_values["label"])]
 FIG7_CLAIM = ("Figs. 5 and 7: the consistency term makes the maps of two images of one person "
               "agree more than the pair head alone")
-if fig7:
-    verdicts.publish("zheng2019", FIG7_CLAIM, fig7)
-    display(verdicts.verdict_table(fig7))
-else:
-    verdicts.publish_not_tested("zheng2019", FIG7_CLAIM, f"the {profile} profile trains no "
-                                "IDE +BCE control to compare with")
+verdicts.publish_judged("zheng2019", FIG7_CLAIM, fig7, f"the {profile} profile trains no "
+                        "IDE +BCE control to compare with")
 
 # %% [markdown]
 # Fig. 8(b) shows queries whose true match moves up when the Siamese attention joins the

@@ -309,3 +309,15 @@ def publish_trend(paper: str, claim: str, tables, better: str, base: str, expect
 def publish_not_tested(paper: str, claim: str, why: str, seeds=None) -> None:
     """`publish` for a claim the chapter shows without judging it (see `not_tested_record`)."""
     _display(not_tested_record(paper, claim, why, seeds))
+
+
+def publish_judged(paper: str, claim: str, comparisons: list[Comparison], why_not: str) -> None:
+    """`publish` the comparisons and show their `verdict_table`; with none (the profile has no
+    runs to form them), `publish_not_tested` with `why_not` instead."""
+    if not comparisons:
+        publish_not_tested(paper, claim, why_not)
+        return
+    from IPython.display import display
+
+    publish(paper, claim, comparisons)
+    display(verdict_table(comparisons))

@@ -90,6 +90,23 @@ def test_publish_outputs_the_record_under_its_mime_type(monkeypatch):
                    "high": None}
 
 
+def test_publish_judged_shows_the_verdicts_or_says_why_none_were_formed(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False: shown.append((obj, raw)))
+    verdicts.publish_judged("jeong2020", "Table 5", _table5(), "no runs")
+    (bundle, raw), (table, _) = shown
+    assert raw and bundle[verdicts.MIME] == verdicts.record("jeong2020", "Table 5", _table5())
+    assert table.equals(verdicts.verdict_table(_table5()))
+    shown.clear()
+    verdicts.publish_judged("jeong2020", "Table 5", [], "the smoke profile has no +AM run")
+    ((untested, _),) = shown
+    (row,) = untested[verdicts.MIME]["rows"]
+    assert row["verdict"] == "not tested" and row["claim"] == "the smoke profile has no +AM run"
+
+
 # --- the assembler's side ----------------------------------------------------------------
 
 def verdict_output(rec: dict) -> dict:
