@@ -1,10 +1,14 @@
 # The two set-up commands of the README:
 #   make book   builds the environment if missing, generates SynthReID, executes every notebook
-#               with papermill (profile "synthetic"), renders the HTML book to build/book/_build/html
+#               with papermill (profile "synthetic", scope "core": each paper's headline rows on
+#               3 seeds), renders the HTML book to build/book/_build/html
+#   (make book-full: the same with scope "full", every ablation, sweep and control: hours on a CPU)
 #   make test   builds the environment if missing, runs the unit tests, then nbval over the
 #               committed executed notebooks (profile "smoke") in the portable numeric mode
 #               (reidnb/numerics.py), in which the smoke runs give the same numbers on every
-#               x86-64 CPU, so the committed outputs are compared exactly
+#               x86-64 CPU, so the committed outputs are compared exactly; then the chapters
+#               with a scope once more in the core scope, over the cached smoke runs
+#               (tools/check_core_scope.py: the path `make book` takes)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +27,7 @@ PORTABLE := $(PY) -m reidnb numerics portable --
 NBVAL := $(PORTABLE) $(PY) -m pytest -q -p no:cacheprovider --nbval notebooks \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test unit nbval notebooks bench env clean portability-matrix
+.PHONY: book book-full test unit nbval notebooks bench env clean portability-matrix
 
 env: $(STAMP)
 
@@ -36,6 +40,9 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(PY) -m reidnb book --profile synthetic
 
+book-full: $(STAMP)
+	$(PY) -m reidnb book --profile synthetic --scope full
+
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -45,6 +52,7 @@ nbval: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 	$(NBVAL)
+	$(PORTABLE) $(PY) tools/check_core_scope.py
 
 # Re-execute the chapters in the smoke profile into the committed notebooks/NN_topic.ipynb
 # (in the portable numeric mode, as nbval checks them).

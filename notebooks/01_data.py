@@ -29,9 +29,11 @@
 # Figure 1).
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128), "paper" (real data, GPU)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128),
+                        # "paper" (real data, GPU)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
-data_root = "data"      # SynthReID is generated here; for real data the folder holding it
+data_root = "data"      # SynthReID is generated here; for real data the folder
+                        # holding it
 device = "cpu"
 seed = 0
 runs_dir = "runs"
@@ -99,14 +101,15 @@ pd.DataFrame([(f.name, getattr(defaults, f.name)) for f in fields(SynthKnobs)],
 
 # %%
 Markdown(
-    "The view is drawn per image, not per camera (`reidnb.data.synthetic.plan_dataset`). For "
-    "each camera a person appears in, a main view is drawn with the weights `view_probs` "
-    f"({', '.join(f'{v} {w}' for v, w in zip(VIEWS, defaults.view_probs))}); each of the "
-    "person's images in that camera then keeps the main view with probability "
-    f"`view_consistency` = {defaults.view_consistency} and otherwise draws a view afresh with "
-    "the same weights (which may give the main view again). Distractor and junk images draw "
-    "their view on their own. So one camera may see the same person from several sides, and "
-    "two cameras may see a person from the same side.")
+    "The view is drawn per image, not per camera "
+    "(`reidnb.data.synthetic.plan_dataset`). For each camera a person appears in, "
+    "a main view is drawn with the weights `view_probs` "
+    f"({', '.join(f'{v} {w}' for v, w in zip(VIEWS, defaults.view_probs))}); each of "
+    "the person's images in that camera then keeps the main view with probability "
+    f"`view_consistency` = {defaults.view_consistency} and otherwise draws a view "
+    "afresh with the same weights (which may give the main view again). Distractor and "
+    "junk images draw their view on their own. So one camera may see the same person "
+    "from several sides, and two cameras may see a person from the same side.")
 
 # %% [markdown]
 # Some knobs swept on the same people, same camera and same random draws: occlusion
@@ -168,17 +171,19 @@ with tempfile.TemporaryDirectory() as tmp:
 
 # %%
 hist = histogram_baseline(ds)
-hist_defaults = {k: v.default for k, v in inspect.signature(histogram_baseline).parameters.items()
+hist_defaults = {k: v.default
+                 for k, v in inspect.signature(histogram_baseline).parameters.items()
                  if k in ("stripes", "bins")}
 bins = " x ".join(map(str, hist_defaults["bins"]))
 meaning = {"hellinger": "Euclidean distance between the square roots of the histograms",
            "chi2": "chi-squared distance"}[hist["distance"]]
-Markdown(f"Histogram descriptor: {hist_defaults['stripes']} stripes, {bins} (H x S x V) bins per "
-         f"stripe, `{hist['distance']}` distance ({meaning}); {hist['num_query']} queries "
-         f"against {hist['num_gallery']} gallery images.")
+Markdown(f"Histogram descriptor: {hist_defaults['stripes']} stripes, {bins} "
+         f"(H x S x V) bins per stripe, `{hist['distance']}` distance ({meaning}); "
+         f"{hist['num_query']} queries against {hist['num_gallery']} gallery images.")
 
 # %% tags=["nbval-ignore-output"]
-cnn = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=False)
+cnn = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
+                     progress=False)
 
 # %%
 scores = metrics_table({
@@ -190,7 +195,8 @@ cmp
 
 # %%
 def _sign(metric):
-    """+1 if the CNN is ahead of the histograms on `metric` (to one decimal), -1 behind, 0 tied."""
+    """+1 if the CNN is ahead of the histograms on `metric` (to one decimal), -1 behind,
+    0 tied."""
     gap = round(scores[metric].iloc[1] - scores[metric].iloc[0], 1)
     return int(gap > 0) - int(gap < 0)
 
@@ -202,16 +208,18 @@ def _versus(metric):
     if _sign(metric) == 0:
         return f"ties the histograms on {name} ({c:.1f} vs {h:.1f})"
     side = "above" if _sign(metric) > 0 else "below"
-    return f"is {abs(c - h):.1f} points {side} the histograms on {name} ({c:.1f} vs {h:.1f})"
+    return (f"is {abs(c - h):.1f} points {side} the histograms on {name} "
+            f"({c:.1f} vs {h:.1f})")
 
 
 signs = {_sign(m) for m in ("rank1", "mAP")}
 if signs == {1}:
-    lesson = "here colour alone is not enough: the trained CNN beats the histogram descriptor."
+    lesson = ("here colour alone is not enough: the trained CNN beats the histogram "
+              "descriptor.")
 elif signs == {-1}:
     lesson = ("here the histogram descriptor is ahead of a CNN trained for only "
-              f"{cnn['config']['train']['epochs']} epochs (`{profile}` profile), so this run "
-              "does not show that colour alone falls short on SynthReID.")
+              f"{cnn['config']['train']['epochs']} epochs (`{profile}` profile), "
+              "so this run does not show that colour alone falls short on SynthReID.")
 else:
     lesson = "here neither descriptor is ahead on both metrics."
 Markdown(f"On this run the CNN {_versus('rank1')} and {_versus('mAP')}; {lesson}")

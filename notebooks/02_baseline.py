@@ -33,9 +33,11 @@
 # the Market-1501 protocol, and looks at where it attends with Grad-CAM.
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128), "paper" (real data, GPU)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (default), "gpu" (GPU, 256x128),
+                        # "paper" (real data, GPU)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
-data_root = "data"      # SynthReID is generated here; for real data the folder holding it
+data_root = "data"      # SynthReID is generated here; for real data the folder
+                        # holding it
 device = "cpu"          # "cuda" on a GPU machine
 seed = 0
 runs_dir = "runs"
@@ -54,13 +56,14 @@ from reidnb.experiments import PROFILES, load_run, run_experiment
 from reidnb.io import read_json
 from reidnb.metrics import evaluate_rank
 from reidnb.papers.ide import ide_experiment
-from reidnb.results import (claims_vs_runs, eval_speed_table, load_records, metrics_table,
-                            settings_table)
+from reidnb.results import (claims_vs_runs, eval_speed_table, load_records,
+                            metrics_table, settings_table)
 
 reidnb.book.notebook.setup(profile)
 exp = ide_experiment(profile, dataset, seed=seed)
 settings_table(exp, ["backbone", "image size", "epochs", "lr",
-                     ("batch", "objective_kwargs.batch_size"), ("BN neck", "model_kwargs.bnneck"),
+                     ("batch", "objective_kwargs.batch_size"),
+                     ("BN neck", "model_kwargs.bnneck"),
                      ("last stride", "model_kwargs.last_stride"),
                      ("random erasing p", lambda e: e.augment.get("erasing_p", 0))])
 
@@ -85,19 +88,20 @@ def _profiles(test):
 
 stride = exp.model_kwargs["last_stride"]
 Markdown(
-    "The 2016 IDE fine-tunes the ImageNet network with its strides unchanged, so ResNet's last "
-    "stage (layer4) halves the feature map: a last stride of 2. Setting that stride to 1, which "
-    "doubles the height and width of the final feature map, is a later change, made by PCB "
-    "(Sun et al. 2018) and kept by the strong baseline of Luo et al. (2019). Here "
-    f"{_profiles(lambda e: e.model_kwargs['last_stride'] == 2)} keep the 2016 last stride of 2 "
-    "(also cheaper on a CPU), and "
-    f"{_profiles(lambda e: e.model_kwargs['last_stride'] == 1)} use the later last stride of 1; "
-    f"this run (`{profile}`) uses {stride}. "
-    "The BN neck of Luo et al. (2019), a BatchNorm before a bias-free classifier, is not part of "
-    f"the 2016 recipe either: it is on in {_profiles(lambda e: e.model_kwargs['bnneck'])}, "
-    "where a small trunk that may start from random weights has few epochs to train, and "
-    f"off in {_profiles(lambda e: not e.model_kwargs['bnneck'])}. Each is one argument of the "
-    "experiment.")
+    "The 2016 IDE fine-tunes the ImageNet network with its strides unchanged, so "
+    "ResNet's last stage (layer4) halves the feature map: a last stride of 2. Setting "
+    "that stride to 1, which doubles the height and width of the final feature map, is "
+    "a later change, made by PCB (Sun et al. 2018) and kept by the strong baseline of "
+    "Luo et al. (2019). Here "
+    f"{_profiles(lambda e: e.model_kwargs['last_stride'] == 2)} keep the 2016 last "
+    "stride of 2 (also cheaper on a CPU), and "
+    f"{_profiles(lambda e: e.model_kwargs['last_stride'] == 1)} use the later last "
+    f"stride of 1; this run (`{profile}`) uses {stride}. The BN neck of Luo et al. "
+    "(2019), a BatchNorm before a bias-free classifier, is not part of the 2016 recipe "
+    f"either: it is on in {_profiles(lambda e: e.model_kwargs['bnneck'])}, where a "
+    "small trunk that may start from random weights has few epochs to train, and off "
+    f"in {_profiles(lambda e: not e.model_kwargs['bnneck'])}. Each is one argument of "
+    "the experiment.")
 
 # %% [markdown]
 # The papers' baseline rows, as the claims ledger describes them (`reidnb.claims.METHODS`):
@@ -108,7 +112,8 @@ baselines = {"zheng2019": "IDE baseline", "jeong2020": "ResNet-50 baseline",
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame([(paper, method, METHODS[paper][method])
                           for paper, method in baselines.items()],
-                         columns=["paper", "method", "ledger description"]).set_index("paper"))
+                         columns=["paper", "method", "ledger description"])
+            .set_index("paper"))
 
 # %% [markdown]
 # So the baselines differ: `jeong2020` trains its baseline with identification *and*
@@ -125,7 +130,8 @@ with pd.option_context("display.max_colwidth", None):
 # The record's history follows, per epoch, as a table and as {numref}`fig-02-loss`.
 
 # %% tags=["nbval-ignore-output"]
-record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=False)
+record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
+                        progress=False)
 print(record["run_name"], "-", record["status"])
 
 # %%
@@ -139,7 +145,8 @@ viz.loss_curves(record["history"], keys=["loss_id"])
 # torch cache, the CPU profiles start from random weights, far from the papers' setting:
 
 # %%
-print("weights:", record["weights_init"]["source"], "|", record["dataset"]["stats"]["train"])
+print("weights:", record["weights_init"]["source"], "|",
+      record["dataset"]["stats"]["train"])
 
 # %% [markdown]
 # ## The evaluation protocol (Market-1501)
@@ -167,7 +174,8 @@ print("weights:", record["weights_init"]["source"], "|", record["dataset"]["stat
 toy = evaluate_rank(np.array([[0.1, 0.2, 0.3, 0.4, 0.5]]), q_pids=np.array([1]),
                     g_pids=np.array([1, 2, 1, 0, 1]), q_camids=np.array([0]),
                     g_camids=np.array([0, 1, 1, 1, 2]), max_rank=4)
-print("gallery 0 is same id + same camera -> ignored; ranking = [2(wrong), 1(hit), 0(wrong), 1(hit)]")
+print("gallery 0 is same id + same camera -> ignored; "
+      "ranking = [2(wrong), 1(hit), 0(wrong), 1(hit)]")
 print("CMC:", toy[0], " AP:", round(toy[1], 4), "= (1/2 + 2/4) / 2")
 
 # %% [markdown]
@@ -215,9 +223,9 @@ n_q, n_g = bench["re_ranking_full"]["output_shape"]
 same = (n_q, n_g) == (market["query"]["images"], market["gallery"]["images"])
 Markdown(f"The benchmark ranks {n_q:,} queries against {n_g:,} gallery images, "
          f"{'the same as' if same else 'not the same as'} Market-1501's "
-         f"{market['query']['images']:,} queries and {market['gallery']['images']:,} gallery "
-         f"images once junk is dropped (`data_manifests/market1501.json`); the re-ranking "
-         f"comparison with the reference uses a subsample of "
+         f"{market['query']['images']:,} queries and {market['gallery']['images']:,} "
+         f"gallery images once junk is dropped (`data_manifests/market1501.json`); the "
+         f"re-ranking comparison with the reference uses a subsample of "
          f"{bench['re_ranking_subsample']['items']:,} items.")
 
 # %%
@@ -262,7 +270,8 @@ viz.attention_overlay(q.images[idx].permute(0, 2, 3, 1).numpy(), maps,
 claims = load_claims()
 ide_claims = claims[(claims.paper == "zheng2019") & (claims.method == "IDE baseline")
                     & (claims.dataset == "market1501")]
-this_run = [r for r in load_records(runs_dir, profile=profile) if r["run_name"] == exp.run_name]
+this_run = [r for r in load_records(runs_dir, profile=profile)
+            if r["run_name"] == exp.run_name]
 claims_vs_runs(ide_claims, this_run).drop(columns=["protocol", "method"])
 
 # %% [markdown]
@@ -274,8 +283,9 @@ claims_vs_runs(ide_claims, this_run).drop(columns=["protocol", "method"])
 # %%
 ide_rows = {"Table 1, 'IDE [45]' (quoted)": ("1", "IDE (quoted [45])"),
             "Table 3, 'IDE [34]' (ablation baseline)": ("3", "IDE baseline")}
-ide_cuhk = pd.DataFrame({label: {m: claim("zheng2019", table, "cuhk03_detected", "single_query",
-                                          method, m) for m in ("rank1", "mAP")}
+ide_cuhk = pd.DataFrame({label: {m: claim("zheng2019", table, "cuhk03_detected",
+                                          "single_query", method, m)
+                                  for m in ("rank1", "mAP")}
                          for label, (table, method) in ide_rows.items()}).T
 ide_cuhk
 
@@ -291,9 +301,9 @@ def _gap(metric, name):
 if t1.equals(t3):
     verdict = "The two rows agree."
 else:
-    verdict = (f"The two rows disagree: Table 3's baseline is {_gap('rank1', 'rank-1')} and "
-               f"{_gap('mAP', 'mAP')} Table 1's quoted IDE. The paper does not comment on the "
-               "difference.")
+    verdict = ("The two rows disagree: Table 3's baseline is "
+               f"{_gap('rank1', 'rank-1')} and {_gap('mAP', 'mAP')} Table 1's quoted "
+               "IDE. The paper does not comment on the difference.")
 Markdown(verdict)
 
 # %% [markdown]

@@ -32,13 +32,16 @@
 # Every step below shows the few lines of `reidnb` that do the work, then runs them.
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "gpu", "paper" (real data)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "gpu",
+                        # "paper" (real data)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
-data_root = "data"      # SynthReID is generated here; for real data the folder holding it
+data_root = "data"      # SynthReID is generated here; for real data the folder
+                        # holding it
 device = "cpu"          # "cuda" on a GPU machine
 seed = 0
 runs_dir = "runs"
-margin = 0.3            # the triplet margin, the same for random and batch-hard triplets
+margin = 0.3            # the triplet margin, the same for random and batch-hard
+                        # triplets
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -50,7 +53,8 @@ from reidnb import losses, viz
 from reidnb.book import widgets
 from reidnb.train import engine, objectives
 from reidnb.data import samplers
-from reidnb.experiments import load_data, load_run, load_trained, run_dir_for, run_experiment
+from reidnb.experiments import (load_data, load_run, load_trained, run_dir_for,
+                                run_experiment)
 from reidnb.io import read_json
 from reidnb.papers.lakshmi import active_triplets, lakshmi_experiments
 from reidnb.metrics import evaluate_rank
@@ -63,12 +67,15 @@ exps = lakshmi_experiments(profile, dataset, seed=seed, margin=margin)
 exp = exps["tutorial"]
 settings_table(exp, [
     "backbone", ("embedding size", "model_kwargs.embed_dim"), "image size", "epochs",
-    ("triplets per epoch", lambda e: e.objective_kwargs["triplets_per_epoch"] or "all images"),
+    ("triplets per epoch",
+     lambda e: e.objective_kwargs["triplets_per_epoch"] or "all images"),
     ("batch (triplets)", "objective_kwargs.batch_size"),
-    ("anchors of a batch", lambda e: (f"{e.objective_kwargs['num_identities']} identities"
-                                      if "num_identities" in e.objective_kwargs
-                                      else "drawn uniformly from the training images")),
-    ("margin", "objective_kwargs.margin"), "optimizer", "lr", ("momentum", "train.momentum"),
+    ("anchors of a batch",
+     lambda e: (f"{e.objective_kwargs['num_identities']} identities"
+                if "num_identities" in e.objective_kwargs
+                else "drawn uniformly from the training images")),
+    ("margin", "objective_kwargs.margin"), "optimizer", "lr",
+    ("momentum", "train.momentum"),
     ("Nesterov", "train.nesterov"), ("weight decay", "train.weight_decay"),
     ("lr step after epoch", lambda e: ", ".join(map(str, e.train.lr_steps)) or "none"),
     ("lr factor at a step", "train.lr_gamma"),
@@ -105,13 +112,15 @@ def lr_steps(e):
 
 
 def optimizer_row(e):
-    momentum = ("SGD momentum", lambda x: x.train.momentum if x.train.optimizer == "sgd" else "-")
+    momentum = ("SGD momentum",
+                lambda x: x.train.momentum if x.train.optimizer == "sgd" else "-")
     return settings_table(e, ["optimizer", "lr", momentum, "epochs",
                               ("lr step after epoch", lr_steps)])["value"]
 
 
 pd.DataFrame({key: optimizer_row(exps[key])
-              for key in ("tutorial", "tutorial_batch_hard", "random_triplet", "batch_hard")})
+              for key in ("tutorial", "tutorial_batch_hard", "random_triplet",
+                          "batch_hard")})
 
 # %% [markdown]
 # ## Step 1 — a validation split by identity
@@ -124,8 +133,8 @@ show_source(samplers.split_by_identity)
 
 # %%
 ds, caches = load_data(exp, data_root)
-train_idx, val_idx = samplers.split_by_identity(caches["train"].pids.numpy(), exp.val_fraction,
-                                                exp.train.seed)
+train_idx, val_idx = samplers.split_by_identity(caches["train"].pids.numpy(),
+                                                exp.val_fraction, exp.train.seed)
 train, val = caches["train"].subset(train_idx), caches["train"].subset(val_idx)
 pd.DataFrame({"images": [len(train), len(val)],
               "identities": [train.pids.unique().numel(), val.pids.unique().numel()]},
@@ -168,7 +177,8 @@ net = EmbeddingNet(backbone=exp.model_kwargs["backbone"], pretrained=False,
                    embed_dim=exp.model_kwargs["embed_dim"]).eval()
 with torch.no_grad():
     out = net(torch.randn(3, 3, exp.height, exp.width))
-print("input", (3, 3, exp.height, exp.width), "-> feature map", tuple(out.extras["fmap"].shape),
+print("input", (3, 3, exp.height, exp.width),
+      "-> feature map", tuple(out.extras["fmap"].shape),
       "-> embedding", tuple(out.feat.shape))
 print(f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M")
 
@@ -182,7 +192,8 @@ print(f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M")
 # that break this rule move the weights. A hand-checkable case:
 
 # %%
-a, p, n = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.3, 0.4]]), torch.tensor([[0.6, 0.0]])
+a, p, n = (torch.tensor([[0.0, 0.0]]), torch.tensor([[0.3, 0.4]]),
+           torch.tensor([[0.6, 0.0]]))
 far = torch.tensor([[1.0, 0.0]])
 d_ap, d_an, d_far = (float((a - x).norm()) for x in (p, n, far))
 print(f"d(a,p) = {d_ap:.1f}, d(a,n) = {d_an:.1f} -> "
@@ -220,8 +231,10 @@ show_source(engine.fit, start="if validate is not None:", stop='row["best_epoch"
 # table and as {numref}`fig-03-loss`.
 
 # %% tags=["nbval-ignore-output"]
-record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device, progress=True)
-print(record["run_name"], "-", record["status"], "- evaluated epoch", record["evaluated_epoch"])
+record = run_experiment(exp, data_root=data_root, runs_dir=runs_dir, device=device,
+                        progress=True)
+print(record["run_name"], "-", record["status"], "- evaluated epoch",
+      record["evaluated_epoch"])
 
 # %%
 history = pd.DataFrame(record["history"]).set_index("epoch")
@@ -280,7 +293,8 @@ with torch.no_grad():
     emb = engine.extract_features(run.model, val, device, flip=False, which="feat")
 d_ap = (emb[val_trip[:, 0]] - emb[val_trip[:, 1]]).norm(dim=1)
 d_an = (emb[val_trip[:, 0]] - emb[val_trip[:, 2]]).norm(dim=1)
-print(f"validation triplets already past the margin: {float((d_an - d_ap > margin).float().mean()):.1%}")
+print("validation triplets already past the margin: "
+      f"{float((d_an - d_ap > margin).float().mean()):.1%}")
 
 # %% [markdown]
 # How far past it: {numref}`fig-03-margin` shows the distribution of $d(a, n) - d(a, p)$ over the
@@ -307,8 +321,8 @@ show_source(losses.batch_hard_triplet, start="d_ap, d_an = hardest_distances")
 
 # %% tags=["nbval-ignore-output"]
 for name in ("tutorial_batch_hard", "ide"):
-    rec = run_experiment(exps[name], data_root=data_root, runs_dir=runs_dir, device=device,
-                         progress=True)
+    rec = run_experiment(exps[name], data_root=data_root, runs_dir=runs_dir,
+                         device=device, progress=True)
     print(rec["run_name"], "-", rec["status"])
 
 # %%
@@ -324,11 +338,14 @@ comparison[["train time (min)", "run"]]
 # %%
 rt, bh = comparison.loc[list(labels)[0]], comparison.loc[list(labels)[1]]
 print(f"batch-hard minus random triplets: rank-1 {bh['rank1'] - rt['rank1']:+.1f}, "
-      f"mAP {bh['mAP'] - rt['mAP']:+.1f} points ({profile} profile, seed {seed}, one run each)")
+      f"mAP {bh['mAP'] - rt['mAP']:+.1f} points "
+      f"({profile} profile, seed {seed}, one run each)")
 
 # %% mystnb={"figure": {"caption": "CMC of the three runs of the table (random triplets, batch-hard triplets, Chapter 2's IDE) on the same queries, one run each. Look at whether the curves cross: an ordering at rank 1 need not hold further down the ranking.", "name": "fig-03-cmc"}}
-curves = {label: read_json(run_dir_for(e, runs_dir) / "record.json")["cmc"]["single_query"]
-          for label, e in labels.items()}  # the CMC each run record stores (ranks 1..50)
+curves = {
+    label: read_json(run_dir_for(e, runs_dir) / "record.json")["cmc"]["single_query"]
+    for label, e in labels.items()
+}  # the CMC each run record stores (ranks 1..50)
 viz.cmc_curve(curves, max_rank=min(20, len(g)))
 
 # %% [markdown]
@@ -355,23 +372,28 @@ show_source(active_triplets, start="emb = emb.float()")
 hard_exp = exps["tutorial_batch_hard"]
 hard_model = load_trained(hard_exp, runs_dir, device=device)
 with torch.no_grad():
-    hard_emb = engine.extract_features(hard_model, val, device, flip=False, which="feat")
+    hard_emb = engine.extract_features(hard_model, val, device, flip=False,
+                                       which="feat")
 kw = dict(margin=margin, num_identities=hard_exp.objective_kwargs["num_identities"],
           num_instances=hard_exp.objective_kwargs["num_instances"], seed=exp.train.seed)
 counts = {model: active_triplets(e, val.pids.numpy(), val_trip, **kw)
-          for model, e in (("random-triplet model", emb), ("batch-hard model", hard_emb))}
+          for model, e in (("random-triplet model", emb),
+                           ("batch-hard model", hard_emb))}
 active = pd.DataFrame({(model, chosen): stats for model, c in counts.items()
                        for chosen, stats in c.items()}).T
 active.index.names = ["model", "triplets"]
-active.astype({"triplets": int}).assign(active=(100 * active["active"]).round(1)).rename(
-    columns={"triplets": "number", "active": "with a loss (%)", "loss": "mean loss"}).round(3)
+(active.astype({"triplets": int})
+ .assign(active=(100 * active["active"]).round(1))
+ .rename(columns={"triplets": "number", "active": "with a loss (%)",
+                  "loss": "mean loss"})
+ .round(3))
 
 # %%
 rnd = counts["random-triplet model"]
 print(f"random-triplet model, held-out identities: {rnd['random']['active']:.0%} of "
       f"{rnd['random']['triplets']} random triplets carry a loss, "
-      f"{rnd['batch-hard']['active']:.0%} of {rnd['batch-hard']['triplets']} batch-hard triplets "
-      f"({profile} profile, seed {seed})")
+      f"{rnd['batch-hard']['active']:.0%} of {rnd['batch-hard']['triplets']} "
+      f"batch-hard triplets ({profile} profile, seed {seed})")
 
 # %% [markdown]
 # ## Running it on Market-1501
@@ -385,8 +407,10 @@ print(f"random-triplet model, held-out identities: {rnd['random']['active']:.0%}
 paper_exps = lakshmi_experiments("paper", "market1501", seed=seed, margin=margin)
 pd.DataFrame({key: settings_table(paper_exps[key], [
     "backbone", "image size",
-    ("weights", lambda e: "ImageNet, if cached" if e.model_kwargs["pretrained"] == "auto"
-     else str(e.model_kwargs["pretrained"])), "epochs",
+    ("weights",
+     lambda e: ("ImageNet, if cached" if e.model_kwargs["pretrained"] == "auto"
+                else str(e.model_kwargs["pretrained"]))),
+    "epochs",
     ("triplets per epoch", lambda e: (e.objective_kwargs.get("triplets_per_epoch", "-")
                                       or "every training image")),
     "optimizer", "lr", ("lr step after epoch", lr_steps),

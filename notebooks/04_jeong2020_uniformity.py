@@ -33,12 +33,16 @@
 # The tutorial of Chapter 3 (`lakshmi`) restates this method; this chapter is where it is built.
 
 # %% tags=["parameters"]
-profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "gpu", "paper" (real data)
+profile = "synthetic"   # "smoke" (CI), "synthetic" (the book's default), "gpu",
+                        # "paper" (real data)
 dataset = "synthreid"   # or market1501, dukemtmcreid, cuhk03_labeled, cuhk03_detected
-data_root = "data"      # SynthReID is generated here; for real data the folder holding it
+data_root = "data"      # SynthReID is generated here; for real data the folder
+                        # holding it
 device = "cpu"          # "cuda" on a GPU machine
 seed = 0
 runs_dir = "runs"
+scope = None            # "core" (each paper's headline rows, 3 seeds) or "full"
+                        # (every ablation and sweep); None: the profile's default
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -54,22 +58,28 @@ from reidnb.claims import claim
 from reidnb.complexity import count_flops, output_shapes, time_inference
 from reidnb.data import synthetic
 from reidnb.data.transforms import normalize
-from reidnb.experiments import initial_model, load_data, load_trained, run_all, run_experiment
+from reidnb.experiments import (initial_model, load_data, load_trained, resolve_scope,
+                                run_all, run_experiment)
 from reidnb.models.jeong2020 import (IDENTITY_BIAS, PAPER_KERNELS, ChannelAttention,
-                                     EncoderDecoderAttention, Jeong2020, UniformityAttention,
-                                     encoder_kernels_for, hourglass_sizes)
-from reidnb.papers.jeong2020 import (JEONG2020_PLAN, TABLE1, UNIF_MARGIN, jeong2020_bag_runs,
-                                     jeong2020_experiment, jeong2020_plan,
-                                     jeong2020_uniformity_runs, score_ratio_values)
-from reidnb.results import best_row, seed_table, seed_values, settings_table, with_claims
+                                     EncoderDecoderAttention, Jeong2020,
+                                     UniformityAttention, encoder_kernels_for,
+                                     hourglass_sizes)
+from reidnb.papers.jeong2020 import (JEONG2020_PLAN, TABLE1, UNIF_MARGIN,
+                                     jeong2020_bag_runs, jeong2020_experiment,
+                                     jeong2020_plan, jeong2020_uniformity_runs,
+                                     score_ratio_values)
+from reidnb.results import (best_row, seed_table, seed_values, settings_table,
+                            with_claims)
 
 reidnb.book.notebook.setup(profile)
-plan = jeong2020_plan(profile, dataset)
+scope = resolve_scope(profile, scope)
+plan = jeong2020_plan(profile, dataset, scope)
 seeds = JEONG2020_PLAN[profile]["seeds"]
 first = seeds[0]
 full = jeong2020_experiment(profile, "full", seed=first, dataset=dataset)
-steps_per_run = full.train.epochs * -(-(full.objective_kwargs["anchors_per_epoch"] or 0)
-                                       // full.objective_kwargs["num_identities"])
+steps_per_run = full.train.epochs * -(
+    -(full.objective_kwargs["anchors_per_epoch"] or 0)
+    // full.objective_kwargs["num_identities"])
 settings_table(full, [
     "backbone",
     ("trunk initialised from",
@@ -78,16 +88,19 @@ settings_table(full, [
     "image size", ("attention after", "model_kwargs.stage"),
     ("encoder padding", "model_kwargs.encoder_padding"),
     ("encoder convolutions", "model_kwargs.encoder_convs"), "epochs",
-    ("anchors per epoch", lambda e: e.objective_kwargs["anchors_per_epoch"] or "every image"),
+    ("anchors per epoch",
+     lambda e: e.objective_kwargs["anchors_per_epoch"] or "every image"),
     ("P (anchors per batch)", "objective_kwargs.num_identities"), "lr",
     ("uniformity weight / margin / distance",
-     lambda e: f"{e.objective_kwargs['unif_weight']} / {e.objective_kwargs['unif_margin']} / "
+     lambda e: f"{e.objective_kwargs['unif_weight']} / "
+               f"{e.objective_kwargs['unif_margin']} / "
                f"L1 {e.objective_kwargs['unif_reduce']} over cells"),
     ("Eq. 8 form", "objective_kwargs.unif_form"),
     ("augmentation", lambda e: ", ".join(f"{k} {v}" for k, v in e.augment.items())),
 ], extra={"SGD steps per run": steps_per_run or "one epoch of every image",
           "seeds for Table 5 and Eq. 8": len(seeds),
-          "runs in this chapter": len({e.run_name for group in plan.values() for e in group})})
+          f"runs in this chapter (scope {scope})":
+              len({e.run_name for group in plan.values() for e in group})})
 
 # %% [markdown]
 # ## 1. The architecture, one module at a time (Table 1)
@@ -176,14 +189,16 @@ pd.DataFrame({"Table 1": TABLE1, "reidnb output (C, H, W)": shapes})
 # %%
 stage_rows = {}
 for stage in ("layer1", "layer2", "layer3", "layer4"):
-    for size, prof in (("256 x 128 (paper)", "paper"), ("128 x 64 (CPU profiles)", "synthetic")):
+    for size, prof in (("256 x 128 (paper)", "paper"),
+                       ("128 x 64 (CPU profiles)", "synthetic")):
         exp = jeong2020_experiment(prof, stage=stage)
         stride = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}[stage]
         h, w = exp.height // stride, exp.width // stride
         n = exp.model_kwargs["encoder_convs"]
         enc = hourglass_sizes(h, w, encoder_kernels_for(n), padding=False)[:n]
-        stage_rows[(stage, size)] = {"map": f"{h} x {w}", "encoder convs": n,
-                                     "encoded to": " -> ".join(f"{a}x{b}" for a, b in enc)}
+        stage_rows[(stage, size)] = {
+            "map": f"{h} x {w}", "encoder convs": n,
+            "encoded to": " -> ".join(f"{a}x{b}" for a, b in enc)}
 pd.DataFrame(stage_rows).T
 
 # %% [markdown]
@@ -193,11 +208,15 @@ pd.DataFrame(stage_rows).T
 cx = count_flops(paper_net, (256, 128))
 baseline_net = Jeong2020(751, backbone="resnet50", pretrained=False, attention=False)
 cb = count_flops(baseline_net, (256, 128))
-counts = {part: sum(p.numel() for n, p in paper_net.named_parameters() if n.startswith(part))
-          for part in ("backbone.", "attention.", "score.", "embed.", "classifier.", "verifier.")}
+counts = {part: sum(p.numel() for n, p in paper_net.named_parameters()
+                    if n.startswith(part))
+          for part in ("backbone.", "attention.", "score.", "embed.", "classifier.",
+                       "verifier.")}
 trunk_and_module = counts["backbone."] + counts["attention."] + counts["score."]
-paper_params = claim("jeong2020", "sec4.2", "none", "none", "ResNet-50 +AM+UL", "params_M")
-paper_gflops = claim("jeong2020", "sec4.2", "none", "none", "ResNet-50 +AM+UL", "gflops")
+paper_params = claim("jeong2020", "sec4.2", "none", "none", "ResNet-50 +AM+UL",
+                     "params_M")
+paper_gflops = claim("jeong2020", "sec4.2", "none", "none", "ResNet-50 +AM+UL",
+                     "gflops")
 pd.DataFrame({
     "paper (Sec. 4.2)": [paper_params, None, None, paper_gflops, None],
     "reidnb": [trunk_and_module / 1e6, (trunk_and_module + counts["embed."]) / 1e6,
@@ -210,31 +229,34 @@ pd.DataFrame({
 
 # %%
 candidates = {"trunk, module and score": trunk_and_module / 1e6,
-              "the same plus the 512-d linear block": (trunk_and_module + counts["embed."]) / 1e6,
+              "the same plus the 512-d linear block":
+                  (trunk_and_module + counts["embed."]) / 1e6,
               "the whole network with its heads": cx.params / 1e6}
 nearest = min(candidates, key=lambda k: abs(candidates[k] - paper_params))
 flops_reading = ("multiply-adds" if abs(cx.macs / 1e9 - paper_gflops)
-                 < abs(cx.flops / 1e9 - paper_gflops) else "two operations per multiply-add")
+                 < abs(cx.flops / 1e9 - paper_gflops)
+                 else "two operations per multiply-add")
 module_macs = (cx.macs - cb.macs) / 1e9
 display(Markdown(
-    f"The paper's {paper_params} M parameters are closest to the count of **{nearest}** "
-    f"({candidates[nearest]:.1f} M); the heads add {(cx.params - trunk_and_module) / 1e6:.1f} M "
-    f"for Market-1501's 751 identities, of which the 512-d linear block is "
-    f"{counts['embed.'] / 1e6:.2f} M. Its {paper_gflops} x 10^9 FLOPs are closest to our count "
-    f"of **{flops_reading}** ({cx.macs / 1e9:.2f} G multiply-adds, {cx.flops / 1e9:.2f} G "
-    f"operations): the figures match only if the paper's FLOPs means multiply-adds, the "
-    f"convention of the ResNet paper, which it does not state. The module costs "
-    f"{module_macs:.2f} G multiply-adds, {100 * module_macs / (cb.macs / 1e9):.0f} % on top of "
-    f"the network without it."))
+    f"The paper's {paper_params} M parameters are closest to the count of "
+    f"**{nearest}** ({candidates[nearest]:.1f} M); the heads add "
+    f"{(cx.params - trunk_and_module) / 1e6:.1f} M for Market-1501's 751 identities, "
+    f"of which the 512-d linear block is {counts['embed.'] / 1e6:.2f} M. Its "
+    f"{paper_gflops} x 10^9 FLOPs are closest to our count of **{flops_reading}** "
+    f"({cx.macs / 1e9:.2f} G multiply-adds, {cx.flops / 1e9:.2f} G operations): the "
+    f"figures match only if the paper's FLOPs means multiply-adds, the convention of "
+    f"the ResNet paper, which it does not state. The module costs "
+    f"{module_macs:.2f} G multiply-adds, "
+    f"{100 * module_macs / (cb.macs / 1e9):.0f} % on top of the network without it."))
 
 # %% [markdown]
 # Inference time on this machine, batch of 16, beside the paper's figure on a GTX 1080Ti:
 
 # %% tags=["nbval-ignore-output"]
 per_image = time_inference(paper_net, (256, 128), batch=16, repeats=2, device=device)
+paper_time = claim("jeong2020", "sec4.2", "none", "none", "ResNet-50 +AM+UL", "time_s")
 print(f"{per_image * 1000:.1f} ms per image at 256x128 on {device} "
-      f"({torch.get_num_threads()} CPU threads); paper: "
-      f"{claim('jeong2020', 'sec4.2', 'none', 'none', 'ResNet-50 +AM+UL', 'time_s') * 1000:.0f} ms")
+      f"({torch.get_num_threads()} CPU threads); paper: {paper_time * 1000:.0f} ms")
 
 # %% [markdown]
 # Two CPU cores are not the paper's GPU, so the figure above is not comparable with the paper's;
@@ -261,8 +283,10 @@ similar, different = s_q.clone(), torch.tensor([[[[0.1, 0.9], [0.2, 0.8]]]])
 rows = {}
 for form in ("text", "printed"):
     rows[form] = {
-        "positive attends alike": float(losses.uniformity(s_q, similar, different, 1.0, form)),
-        "positive attends elsewhere": float(losses.uniformity(s_q, different, similar, 1.0, form)),
+        "positive attends alike":
+            float(losses.uniformity(s_q, similar, different, 1.0, form)),
+        "positive attends elsewhere":
+            float(losses.uniformity(s_q, different, similar, 1.0, form)),
     }
 pd.DataFrame(rows).T.round(3)
 
@@ -300,15 +324,16 @@ pd.DataFrame(rows).T.round(3)
 
 # %%
 print(f"sigmoid({IDENTITY_BIAS}) = {torch.sigmoid(torch.tensor(IDENTITY_BIAS)):.3f}; "
-      f"the module passes {torch.sigmoid(torch.tensor(IDENTITY_BIAS)) ** 2:.3f} x F at the "
-      f"first step, and every weight still gets a gradient")
+      f"the module passes {torch.sigmoid(torch.tensor(IDENTITY_BIAS)) ** 2:.3f} x F "
+      f"at the first step, and every weight still gets a gradient")
 
 # %% [markdown]
 # Section 5 also trains one run with the paper's random start, for comparison. The full model's
 # three losses per epoch follow the run, as a table and as {numref}`fig-04-loss`.
 
 # %% tags=["nbval-ignore-output"]
-run_all(plan["trunk"], data_root, runs_dir, device);  # chapter 1's run: cached, not retrained
+# chapter 1's run: cached, not retrained
+run_all(plan["trunk"], data_root, runs_dir, device);
 record = run_experiment(full, data_root=data_root, runs_dir=runs_dir, device=device,
                         progress=False)
 print(record["run_name"], "-", record["status"])
@@ -331,13 +356,15 @@ ds, caches = load_data(full, data_root)
 q = caches["query"]
 pick = np.linspace(0, len(q) - 1, 6).astype(int)
 images = normalize(q.images[pick])
-untrained, _ = initial_model(full, ds.num_train_pids, runs_dir)  # IDE trunk, untrained module
+# IDE trunk, untrained module
+untrained, _ = initial_model(full, ds.num_train_pids, runs_dir)
 untrained.eval()
 trained = load_trained(full, runs_dir, ds.num_train_pids).eval()
 with torch.no_grad():
     before, after = untrained(images).extras, trained(images).extras
 rgb = q.images[pick].permute(0, 2, 3, 1).numpy()
-viz.attention_grid({"mask, at start": before["ed_att"][:, 0], "mask, trained": after["ed_att"][:, 0],
+viz.attention_grid({"mask, at start": before["ed_att"][:, 0],
+                    "mask, trained": after["ed_att"][:, 0],
                     "score s, at start": before["score"][:, 0],
                     "score s, trained": after["score"][:, 0]}, rgb)
 
@@ -349,12 +376,14 @@ viz.attention_grid({"mask, at start": before["ed_att"][:, 0], "mask, trained": a
 # ResNet-18 at the CPU input size:
 
 # %%
-vgg_macs = count_flops(Jeong2020(10, backbone="vgg16", pretrained=False, attention=False),
+vgg_macs = count_flops(Jeong2020(10, backbone="vgg16", pretrained=False,
+                                 attention=False),
                        (full.height, full.width)).macs
-r18_macs = count_flops(Jeong2020(10, backbone="resnet18", pretrained=False, attention=False),
+r18_macs = count_flops(Jeong2020(10, backbone="resnet18", pretrained=False,
+                                 attention=False),
                        (full.height, full.width)).macs
-print(f"VGG16 {vgg_macs / 1e9:.2f} vs ResNet-18 {r18_macs / 1e9:.2f} G multiply-adds per "
-      f"{full.height}x{full.width} image: {vgg_macs / r18_macs:.1f}x")
+print(f"VGG16 {vgg_macs / 1e9:.2f} vs ResNet-18 {r18_macs / 1e9:.2f} G multiply-adds "
+      f"per {full.height}x{full.width} image: {vgg_macs / r18_macs:.1f}x")
 
 # %% tags=["nbval-ignore-output"]
 run_all(plan["table5"], data_root, runs_dir, device);
@@ -362,13 +391,15 @@ run_all(plan["table5"], data_root, runs_dir, device);
 # %%
 groups = {}
 for backbone, paper_name in (("resnet", "ResNet-50"), ("vgg", "VGG16")):
-    for variant, suffix in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL")):
+    for variant, suffix in (("baseline", "baseline"), ("am", "+AM"),
+                            ("full", "+AM+UL")):
         groups[f"{paper_name} {suffix}"] = [
             jeong2020_experiment(profile, variant, backbone, seed=s, dataset=dataset)
             for s in seeds]
 table5 = with_claims(seed_table(groups, runs_dir),
                      {label: ("jeong2020", "5", label) for label in groups})
-table5.insert(0, "backbone here", [exps[0].model_kwargs["backbone"] for exps in groups.values()])
+table5.insert(0, "backbone here",
+              [exps[0].model_kwargs["backbone"] for exps in groups.values()])
 table5
 
 # %% [markdown]
@@ -381,7 +412,8 @@ values5 = seed_values(groups, runs_dir)
 values5.pivot(index="seed", columns="label", values=["rank1", "mAP"]).round(2)
 
 # %% mystnb={"figure": {"caption": "Rank-1 and mAP of every run behind Table 5, one dot per run, a colour per seed, the mean and spread in black. Look at whether baseline < +AM < +AM+UL holds seed by seed or only on average.", "name": "fig-04-table5-seeds"}}
-viz.seed_spread(values5, title=f"Table 5 on {dataset}, {profile} profile: one dot per run")
+viz.seed_spread(values5,
+                title=f"Table 5 on {dataset}, {profile} profile: one dot per run")
 
 # %% [markdown]
 # In {numref}`fig-04-table5-seeds` a seed keeps its colour across the variants, so a gap that every
@@ -391,8 +423,10 @@ viz.seed_spread(values5, title=f"Table 5 on {dataset}, {profile} profile: one do
 # %%
 display(Markdown(verdicts.RULE))
 order = ["ResNet-50 baseline", "ResNet-50 +AM", "ResNet-50 +AM+UL"]
-table5_verdicts = verdicts.ordering(values5, order, "rank1") + verdicts.ordering(values5, order, "mAP")
-verdicts.publish("jeong2020", "Table 5: baseline < +AM < +AM+UL (ResNet-50)", table5_verdicts)
+table5_verdicts = (verdicts.ordering(values5, order, "rank1")
+                   + verdicts.ordering(values5, order, "mAP"))
+verdicts.publish("jeong2020", "Table 5: baseline < +AM < +AM+UL (ResNet-50)",
+                 table5_verdicts)
 verdicts.verdict_table(table5_verdicts)
 
 # %%
@@ -412,13 +446,16 @@ def paper_value(table, method, metric):
 
 pd.DataFrame({
     "Table 5 gain, ResNet-50 +AM+UL over +AM":
-        {m: paper_value("5", "ResNet-50 +AM+UL", m) - paper_value("5", "ResNet-50 +AM", m)
+        {m: (paper_value("5", "ResNet-50 +AM+UL", m)
+             - paper_value("5", "ResNet-50 +AM", m))
          for m in ("rank1", "mAP")},
     "Table 5 gain, VGG16 +AM+UL over +AM":
         {m: paper_value("5", "VGG16 +AM+UL", m) - paper_value("5", "VGG16 +AM", m)
          for m in ("rank1", "mAP")},
-    "VGG16 +AM+UL in Table 2": {m: paper_value("2", "VGG16 +AM+UL", m) for m in ("rank1", "mAP")},
-    "VGG16 +AM+UL in Table 5": {m: paper_value("5", "VGG16 +AM+UL", m) for m in ("rank1", "mAP")},
+    "VGG16 +AM+UL in Table 2":
+        {m: paper_value("2", "VGG16 +AM+UL", m) for m in ("rank1", "mAP")},
+    "VGG16 +AM+UL in Table 5":
+        {m: paper_value("5", "VGG16 +AM+UL", m) for m in ("rank1", "mAP")},
 }).T.round(2)
 
 # %% [markdown]
@@ -435,6 +472,8 @@ if plan["random_init"]:
     start_rows = {"+AM+UL, module near the identity": [full],
                   "+AM+UL, module from random weights": plan["random_init"]}
     display(seed_table(start_rows, runs_dir))
+elif reidnb.book.notebook.left_out(scope, "The module's start"):
+    pass
 else:
     print(f"not run in the {profile} profile (the module starts from "
           f"{full.model_kwargs['module_init']!r} weights here)")
@@ -452,26 +491,32 @@ else:
 run_all(plan["eq8_printed"], data_root, runs_dir, device);
 
 # %%
-eq8_groups = {"+AM (no uniformity loss)": groups["ResNet-50 +AM"],
-              "+AM+UL, text form": groups["ResNet-50 +AM+UL"],
-              "+AM+UL, Eq. 8 as printed": plan["eq8_printed"]}
-q_images = normalize(q.images)
-ratios = score_ratio_values(eq8_groups, runs_dir, ds.num_train_pids, q_images, q.pids, q.camids)
-eq8_values = seed_values(eq8_groups, runs_dir).merge(ratios, on=["label", "seed"])
-with pd.option_context("display.float_format", "{:.3g}".format):
-    display(eq8_values)
+EQ8_CLAIM = "Eq. 8: the uniformity loss, either sign, against +AM alone"
+eq8_run = not reidnb.book.notebook.left_out(scope, "Eq. 8 as printed", "jeong2020",
+                                            (EQ8_CLAIM,))
+if eq8_run:
+    eq8_groups = {"+AM (no uniformity loss)": groups["ResNet-50 +AM"],
+                  "+AM+UL, text form": groups["ResNet-50 +AM+UL"],
+                  "+AM+UL, Eq. 8 as printed": plan["eq8_printed"]}
+    q_images = normalize(q.images)
+    ratios = score_ratio_values(eq8_groups, runs_dir, ds.num_train_pids, q_images,
+                                q.pids, q.camids)
+    eq8_values = seed_values(eq8_groups, runs_dir).merge(ratios, on=["label", "seed"])
+    with pd.option_context("display.float_format", "{:.3g}".format):
+        display(eq8_values)
 
 # %%
-ref = "+AM (no uniformity loss)"
-eq8_verdicts = [verdicts.compare(eq8_values, form, ref, m)
-                for form in ("+AM+UL, text form", "+AM+UL, Eq. 8 as printed")
-                for m in ("rank1", "mAP")]
-# a lower ratio is the loss's aim: "+AM > form" on the ratio means the form made it lower
-eq8_verdicts += [verdicts.compare(eq8_values, ref, form, "score ratio")
-                 for form in ("+AM+UL, text form", "+AM+UL, Eq. 8 as printed")]
-verdicts.publish("jeong2020", "Eq. 8: the uniformity loss, either sign, against +AM alone",
-                 eq8_verdicts)
-verdicts.verdict_table(eq8_verdicts)
+if eq8_run:
+    ref = "+AM (no uniformity loss)"
+    eq8_verdicts = [verdicts.compare(eq8_values, form, ref, m)
+                    for form in ("+AM+UL, text form", "+AM+UL, Eq. 8 as printed")
+                    for m in ("rank1", "mAP")]
+    # a lower ratio is the loss's aim: "+AM > form" on the ratio means the form made
+    # it lower
+    eq8_verdicts += [verdicts.compare(eq8_values, ref, form, "score ratio")
+                     for form in ("+AM+UL, text form", "+AM+UL, Eq. 8 as printed")]
+    verdicts.publish("jeong2020", EQ8_CLAIM, eq8_verdicts)
+    display(verdicts.verdict_table(eq8_verdicts))
 
 # %% [markdown]
 # The last two rows read "+AM > form (score ratio)": they hold when the form gave the same
@@ -488,20 +533,27 @@ verdicts.verdict_table(eq8_verdicts)
 run_all(plan["table6"], data_root, runs_dir, device);
 
 # %%
-stage_groups = {f"ResNet-50 +AM@{e.model_kwargs['stage']}+UL": [e] for e in plan["table6"]}
-table6 = with_claims(seed_table(stage_groups, runs_dir),
-                     {label: ("jeong2020", "6", label) for label in stage_groups})
-table6.insert(0, "encoder convs here", [exps[0].model_kwargs["encoder_convs"]
-                                        for exps in stage_groups.values()])
-table6
+TABLE6_CLAIM = "Table 6: the module is best after layer3"
+table6_run = not reidnb.book.notebook.left_out(scope, "Table 6", "jeong2020",
+                                               (TABLE6_CLAIM,))
+if table6_run:
+    stage_groups = {f"ResNet-50 +AM@{e.model_kwargs['stage']}+UL": [e]
+                    for e in plan["table6"]}
+    table6 = with_claims(seed_table(stage_groups, runs_dir),
+                         {label: ("jeong2020", "6", label) for label in stage_groups})
+    table6.insert(0, "encoder convs here", [exps[0].model_kwargs["encoder_convs"]
+                                            for exps in stage_groups.values()])
+    display(table6)
 
 # %%
-verdict = best_row(table6, "rank1", what="stage")
-if verdict:
-    print(verdict)
-print(f"'layer3 is best' is not tested here: one seed per stage, {verdicts.MIN_SEEDS} needed")
-verdicts.publish_not_tested("jeong2020", "Table 6: the module is best after layer3",
-                            "one seed per stage", seeds=[first])
+if table6_run:
+    verdict = best_row(table6, "rank1", what="stage")
+    if verdict:
+        print(verdict)
+    print(f"'layer3 is best' is not tested here: one seed per stage, "
+          f"{verdicts.MIN_SEEDS} needed")
+    verdicts.publish_not_tested("jeong2020", TABLE6_CLAIM, "one seed per stage",
+                                seeds=[first])
 
 # %% [markdown]
 # The uniformity loss's weight and per-cell margin, full model, first seed (the paper gives
@@ -512,14 +564,17 @@ run_all(plan["uniformity"], data_root, runs_dir, device);
 
 # %%
 unif_runs = jeong2020_uniformity_runs(profile, dataset)
-if len(unif_runs) > 1:
-    unif = seed_table({f"weight {w:g}, margin {m:g}": [e] for (w, m), e in unif_runs.items()},
+if reidnb.book.notebook.left_out(scope, "The uniformity loss's weight and margin"):
+    pass
+elif len(unif_runs) > 1:
+    unif = seed_table({f"weight {w:g}, margin {m:g}": [e]
+                       for (w, m), e in unif_runs.items()},
                       runs_dir)
     display(unif)
     print(f"one seed per setting: not tested (the rule needs {verdicts.MIN_SEEDS})")
 else:
-    print(f"no sweep in the {profile} profile; the chapter's setting is weight 1, margin "
-          f"{UNIF_MARGIN}")
+    print(f"no sweep in the {profile} profile; the chapter's setting is weight 1, "
+          f"margin {UNIF_MARGIN}")
 
 # %% [markdown]
 # ## 7. An experiment the paper could not run: how visible is the bag?
@@ -535,8 +590,9 @@ else:
 # %% mystnb={"figure": {"caption": "The same people, each carrying a bag and seen from the side, at every value of `bag_visible_prob` in this profile's sweep (one row per value, in the titles). Look at how often the bag shows in each row.", "name": "fig-04-bag-samples"}}
 default_p = synthetic.SynthKnobs().bag_visible_prob  # the default set's value
 values = sorted({default_p, *JEONG2020_PLAN[profile]["bag_visible"]})
-print("bag_visible_prob:", ", ".join(f"{v:g}" + (" (the default set)" if v == default_p else "")
-                                     for v in values))
+print("bag_visible_prob:",
+      ", ".join(f"{v:g}" + (" (the default set)" if v == default_p else "")
+                for v in values))
 grid = synthetic.sweep_knob("bag_visible_prob", values, n_ids=6, view="side",
                             base=synthetic.SynthKnobs(bag_prob=1.0))
 viz.image_grid([img for row in grid for img in row],
@@ -547,26 +603,36 @@ viz.image_grid([img for row in grid for img in row],
 run_all(plan["bag_sweep"], data_root, runs_dir, device);
 
 # %%
-names = {"baseline": "baseline", "am": "+AM", "full": "+AM+UL"}
-sweep_groups = {(names[v], p): [e] for (v, p), e in jeong2020_bag_runs(profile, dataset).items()}
-sweep = seed_table(sweep_groups, runs_dir)
-sweep.index = pd.MultiIndex.from_tuples(sweep.index, names=["variant", "bag visible p"])
-sweep_by_metric = {m: sweep[m].unstack("variant")[["baseline", "+AM+UL"]]
-                   for m in ("rank1", "mAP")}
-pd.concat({"rank-1": sweep_by_metric["rank1"], "mAP": sweep_by_metric["mAP"]}, axis=1)
+BAG_CLAIM = ("Fig. 1: the gain of +AM+UL over the baseline grows as the bag is seen "
+             "less often")
+bag_run = not reidnb.book.notebook.left_out(scope, "The bag-visibility sweep",
+                                            "jeong2020", (BAG_CLAIM,))
+if bag_run:
+    names = {"baseline": "baseline", "am": "+AM", "full": "+AM+UL"}
+    sweep_groups = {(names[v], p): [e]
+                    for (v, p), e in jeong2020_bag_runs(profile, dataset).items()}
+    sweep = seed_table(sweep_groups, runs_dir)
+    sweep.index = pd.MultiIndex.from_tuples(sweep.index,
+                                            names=["variant", "bag visible p"])
+    sweep_by_metric = {m: sweep[m].unstack("variant")[["baseline", "+AM+UL"]]
+                       for m in ("rank1", "mAP")}
+    display(pd.concat({"rank-1": sweep_by_metric["rank1"],
+                       "mAP": sweep_by_metric["mAP"]}, axis=1))
 
 # %% mystnb={"figure": {"caption": "Rank-1 of the baseline and of +AM+UL against the probability that a carried bag is visible, one run per point. Look at whether the gap between the two lines widens where a positive pair most often disagrees about the bag, around p = 0.5.", "name": "fig-04-bag-sweep"}}
-viz.metric_sweep(sweep_by_metric["rank1"], "probability that a carried bag is visible",
-                 "rank-1 (%)", f"SynthReID, seed {first}, one run per point")
+(viz.metric_sweep(sweep_by_metric["rank1"], "probability that a carried bag is visible",
+                  "rank-1 (%)", f"SynthReID, seed {first}, one run per point")
+ if bag_run else viz.not_run())
 
 # %%
-for metric, shown in (("rank1", "rank-1"), ("mAP", "mAP")):
-    for line in verdicts.trend_sentences(sweep_by_metric[metric], "+AM+UL", "baseline", shown,
-                                         knob="p", decreasing="the bag is seen less often"):
-        print(line)
-verdicts.publish_trend("jeong2020", "Fig. 1: the gain of +AM+UL over the baseline grows as the "
-                       "bag is seen less often", sweep_by_metric, "+AM+UL", "baseline",
-                       expect="falls", seeds=[first], knob="p")
+if bag_run:
+    for metric, shown in (("rank1", "rank-1"), ("mAP", "mAP")):
+        for line in verdicts.trend_sentences(sweep_by_metric[metric], "+AM+UL",
+                                             "baseline", shown, knob="p",
+                                             decreasing="the bag is seen less often"):
+            print(line)
+    verdicts.publish_trend("jeong2020", BAG_CLAIM, sweep_by_metric, "+AM+UL",
+                           "baseline", expect="falls", seeds=[first], knob="p")
 
 # %% [markdown]
 # ## 8. Figure 5 — activation maps of the three variants
@@ -579,18 +645,21 @@ verdicts.publish_trend("jeong2020", "Fig. 1: the gain of +AM+UL over the baselin
 # activations, `reidnb.cam.activation_map`) of the three Table 5 models (first seed).
 
 # %% mystnb={"figure": {"caption": "The layer4 activation of the baseline, +AM and +AM+UL (columns) for the hard cases, one per row in the order printed above: an occluder, a bag one camera hides, a strong pose change. Look at whether the models with the module keep to the same body parts within each pair of rows.", "name": "fig-04-activation"}}
-models = {label: load_trained(jeong2020_experiment(profile, v, seed=first, dataset=dataset),
+models = {label: load_trained(jeong2020_experiment(profile, v, seed=first,
+                                                   dataset=dataset),
                               runs_dir, ds.num_train_pids).eval()
           for v, label in (("baseline", "baseline"), ("am", "+AM"), ("full", "+AM+UL"))}
 occl = synthetic.sweep_knob("occlusion_prob", [0.0, 1.0], n_ids=1, seed=7)[:, 0]
 cams, bag_pair = synthetic.bag_change_pair(seed=7)
 pose = synthetic.sweep_knob("pose_jitter", [0.0, 3.0], n_ids=1, seed=7)[:, 0]
 cases = np.concatenate([occl, cams, pose])
-case_names = ["no occluder", "occluded", f"camera {bag_pair['visible_in']}: {bag_pair['bag']} seen",
-              f"camera {bag_pair['hidden_in']}: {bag_pair['bag']} hidden", "calm pose",
-              "strong pose"]
+case_names = ["no occluder", "occluded",
+              f"camera {bag_pair['visible_in']}: {bag_pair['bag']} seen",
+              f"camera {bag_pair['hidden_in']}: {bag_pair['bag']} hidden",
+              "calm pose", "strong pose"]
 batch = normalize(torch.from_numpy(cases).permute(0, 3, 1, 2).contiguous())
-rows = {label: cam.activation_map(m, batch, "backbone.layer4") for label, m in models.items()}
+rows = {label: cam.activation_map(m, batch, "backbone.layer4")
+        for label, m in models.items()}
 print("rows, top to bottom:", ", ".join(case_names))
 viz.attention_grid(rows, cases, orientation="columns")
 
@@ -602,7 +671,8 @@ viz.attention_grid(rows, cases, orientation="columns")
 # %% tags=["nbval-ignore-output"]
 def maps_for(i: int):
     img = normalize(q.images[i:i + 1])
-    rows = {label: cam.activation_map(m, img, "backbone.layer4") for label, m in models.items()}
+    rows = {label: cam.activation_map(m, img, "backbone.layer4")
+            for label, m in models.items()}
     return viz.attention_grid(rows, q.images[i:i + 1].permute(0, 2, 3, 1).numpy())
 
 

@@ -68,4 +68,5 @@ for paper in table.paper.unique():
 
 # %%
 notes = Path("book/claims_inconsistencies.md")
-display(Markdown(notes.read_text().split("\n", 1)[1] if notes.exists() else "(missing)"))
+display(Markdown(notes.read_text().split("\n", 1)[1] if notes.exists()
+                 else "(missing)"))

@@ -5,7 +5,7 @@
   reidnb run NAME [--profile synthetic]   NAME: any registered experiment, e.g. ide
       [--dataset synthreid] [--data-root data] [--device auto] [--force] [--wait]
   torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
-  reidnb book [--profile synthetic] [--data-root data] [--out build]
+  reidnb book [--profile synthetic] [--scope core|full] [--data-root data] [--out build]
   reidnb numerics describe              this process's numeric path (what a run record keeps)
   reidnb numerics env                   the portable mode's variables, NAME=value
   reidnb numerics portable -- CMD ...   run CMD in the portable mode (e.g. jupyter lab)
@@ -90,7 +90,7 @@ def _command(args, name: str, seed: int) -> str:
 def _book(args) -> int:
     from .book.mainjob import main_job
     return main_job(profile=args.profile, data_root=args.data_root, out=args.out,
-                    device=args.device, only=args.only)
+                    device=args.device, only=args.only, scope=args.scope)
 
 
 def _numerics(args) -> int:
@@ -120,6 +120,11 @@ def _registry():
 def _profiles() -> tuple[str, ...]:
     from .experiments import PROFILES
     return PROFILES
+
+
+def _scopes() -> tuple[str, ...]:
+    from .experiments import SCOPES
+    return SCOPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="build")
     b.add_argument("--device", default="cpu")
     b.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to execute")
+    b.add_argument("--scope", default=None, choices=_scopes(),
+                   help="core: each paper's headline rows on 3 seeds (the synthetic profile's "
+                   "default, about an hour on 2 CPU cores); full: every ablation, sweep and "
+                   "control too (the default of the other profiles)")
     b.set_defaults(func=_book)
 
     n = sub.add_parser("numerics", help="numeric paths: describe this one, or run the portable "

@@ -8,6 +8,14 @@ Profiles
 - `paper`: the paper's protocol (ResNet-50, 256x128, its epochs and schedule) on a real data set; run it
   on a GPU with your own copy of the data (`dataset`, `data_root`).
 
+Scopes (which of a chapter's runs its plan makes; `resolve_scope`)
+- `core`: the rows of each paper's headline claims, on every seed the book's verdict rule needs
+  (`reidnb.verdicts`: 3); the default of the `synthetic` profile, so that the book's main job fits
+  an hour on a 2-core CPU.
+- `full`: every row the chapter knows: the ablations, sweeps, controls and second heads too (most
+  on the first seed); the default of `smoke` (CI executes every code path on its tiny runs), `gpu`
+  and `paper`.
+
 `run_experiment` stores everything under `runs/<name>-<dataset>-<hash>/`: `checkpoint.pt` (resumable)
 and `record.json` (the run record). A complete record with the same configuration hash is reused, so
 rebuilding the book does not retrain.
@@ -143,6 +151,39 @@ def _synth_version() -> str:
 def check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+
+
+SCOPES = ("core", "full")
+#: the scope a profile's chapters run when none is asked for
+DEFAULT_SCOPE = {"smoke": "full", "synthetic": "core", "gpu": "full", "paper": "full"}
+
+
+def resolve_scope(profile: str, scope: str | None = None) -> str:
+    """`scope`, checked, or the profile's default (`DEFAULT_SCOPE`) when it is None."""
+    check_profile(profile)
+    if scope is None:
+        return DEFAULT_SCOPE[profile]
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES} (or None: the "
+                         f"{profile} profile's default, {DEFAULT_SCOPE[profile]!r})")
+    return scope
+
+
+def keep_in_scope(groups: dict[str, list[Experiment]], scope: str,
+                  core: dict[str, tuple[str, ...] | None]) -> dict[str, list[Experiment]]:
+    """A chapter's plan in `scope`: every group as it is in the full scope; in the core scope
+    only the groups `core` names, each with all its runs (None) or those of the named
+    experiments. A group outside the core stays in the plan, empty, so the chapter's cells can
+    say that this build did not run it."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+    unknown = sorted(set(core) - set(groups))
+    if unknown:
+        raise ValueError(f"core groups {unknown} are not in the plan's groups {sorted(groups)}")
+    if scope == "full":
+        return groups
+    return {g: [e for e in runs if core.get(g, ()) is None or e.name in core.get(g, ())]
+            for g, runs in groups.items()}
 
 
 def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:

@@ -35,6 +35,17 @@ FRAME_WIDTH = 3.0
 # images
 
 
+def not_run(message: str = "not run in this build's scope (core)") -> Figure:
+    """A small figure holding only `message`: a numbered figure whose runs the build did not
+    make keeps its number and caption, and says why it is empty."""
+    fig = Figure(figsize=(6, 0.9))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="0.35",
+            transform=ax.transAxes)
+    return fig
+
+
 def denormalize(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """ImageNet-normalised float (3,H,W) or (B,3,H,W) -> uint8 (H,W,3) or (B,H,W,3)."""
     x = torch.as_tensor(images).detach().float().cpu()

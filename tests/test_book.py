@@ -377,6 +377,18 @@ def test_present_parameters_shows_the_effective_values_as_one_line():
     assert nb["cells"][2]["metadata"]["tags"] == ["hide-input"]  # left for myst-nb to fold
 
 
+def test_present_parameters_names_the_scope_a_none_scope_resolves_to():
+    nb = executed_nb()
+    nb["cells"][1]["source"] += "scope = None\n"
+    line = book.present_parameters(nb)["cells"][1]["source"]
+    assert line.endswith("margin 0.3, scope `full` (the profile's default).")  # smoke's
+    nb = executed_nb()
+    nb["cells"][1]["source"] += "scope = None\n"
+    nb["cells"][2]["source"] += 'profile = "synthetic"\nscope = "full"\n'
+    line = book.present_parameters(nb)["cells"][1]["source"]
+    assert line.startswith("*This build:* profile `synthetic`") and "scope `full`." in line
+
+
 def test_present_parameters_without_injected_cell_uses_the_defaults():
     nb = book.present_parameters(executed_nb(injected=False))
     assert nb["cells"][1]["source"].startswith("*This build:* profile `synthetic`, data set")
@@ -953,18 +965,21 @@ def test_a_badge_kept_on_one_line_is_one_word_of_the_estimate():
     assert checker.estimate_table_px(rows, 13) > checker.text_px("tested", 13) + 13
 
 
-def test_measured_outputs_scrolling_sideways_are_problems_code_sources_only_counted():
+def test_measured_outputs_and_code_sources_scrolling_sideways_are_problems():
     checker = load_checker()
     layout = {"column": 688, "viewport": 1280, "tables": [], "code": [
         {"input": True, "width": 850, "box": 684, "chars": 97, "text": "for size, prof in"},
         {"input": False, "width": 934, "box": 688, "chars": 107, "text": "sigmoid(3.0) = 0.953"}]}
     assert checker.measured_wide_outputs(layout) == [
         "934 px in a 688 px box: sigmoid(3.0) = 0.953..."]
-    assert checker.measured_wide_code(layout) == 1
+    assert checker.measured_wide_code(layout) == [
+        "850 px in a 684 px box, 97 characters: for size, prof in..."]
     rep = checker.PageReport(page="p", wide_outputs=checker.measured_wide_outputs(layout),
-                             wide_code=1)
+                             wide_code=checker.measured_wide_code(layout))
     assert rep.problems() == ["printed output wider than the text column at 1280 px: "
-                              "934 px in a 688 px box: sigmoid(3.0) = 0.953..."]
+                              "934 px in a 688 px box: sigmoid(3.0) = 0.953...",
+                              "code wider than the text column at 1280 px: 850 px in a 684 px "
+                              "box, 97 characters: for size, prof in..."]
     assert "white-space: pre-wrap" in (REPO / "book" / "_static" / "reidnb.css").read_text()
 
 
@@ -985,3 +1000,32 @@ def test_scoreboard_with_every_metric_fits_the_text_column():
                              {"profile": "synthetic"}, papers=("jeong2020",))
     page = f'<link href="_static/reidnb.css"><article>{html}</article>'
     assert "<th>verdicts</th>" in html and checker.wide_tables(page) == []
+
+
+#: The code-cell width that fits the book's text column at 1280 px with the code font of
+#: book/_static/reidnb.css (12 px: the offline check measured 90 characters in a shown cell's
+#: 684-px box and 87 in a folded (hide-input) cell's 666-px box).
+CODE_LINE_CHARS = {"shown": 88, "folded": 87}
+
+
+def test_chapter_code_lines_fit_the_text_column():
+    """Every line of a shown code cell fits the rendered text column, so no code scrolls
+    sideways; cells whose input the book removes are exempt."""
+    import jupytext
+
+    long_lines = []
+    for src in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py")):
+        for i, cell in enumerate(jupytext.read(src).cells):
+            tags = cell.metadata.get("tags", [])
+            if cell.cell_type != "code" or "remove-input" in tags:
+                continue
+            limit = CODE_LINE_CHARS["folded" if "hide-input" in tags else "shown"]
+            long_lines += [f"{src.name} cell {i}: {len(line)} chars (limit {limit}): "
+                           f"{line.strip()[:50]}"
+                           for line in cell.source.splitlines() if len(line) > limit]
+    assert not long_lines, f"{len(long_lines)} code lines too long:\n" + "\n".join(long_lines[:20])
+
+
+def test_code_font_is_the_one_the_line_width_assumes():
+    css = (Path(__file__).resolve().parents[1] / "book" / "_static" / "reidnb.css").read_text()
+    assert ".bd-article div.cell_input pre { font-size: 0.75rem; }" in css

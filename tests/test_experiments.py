@@ -116,7 +116,7 @@ def test_lakshmi_reuses_chapter_2s_ide_run():
 def test_jeong2020_plan_reuses_runs_across_tables_and_names_sweeps_apart():
     from reidnb.papers.jeong2020 import JEONG2020_PLAN, jeong2020_plan
 
-    plan = jeong2020_plan("synthetic")
+    plan = jeong2020_plan("synthetic", scope="full")
     seeds = JEONG2020_PLAN["synthetic"]["seeds"]
     assert len(plan["table5"]) == 3 * len(seeds)  # ResNet rows only on a CPU
     layer3 = [e for e in plan["table6"] if e.model_kwargs["stage"] == "layer3"][0]
@@ -137,7 +137,7 @@ def test_jeong2020_bag_runs_reuse_table5_at_the_default_visibility():
     assert sorted({p for _, p in runs}) == [0.2, 0.5, 0.8, 1.0]
     assert sorted({v for v, _ in runs}) == ["baseline", "full"]
     assert runs[("full", 0.8)].key() == jeong2020_experiment("synthetic", "full").key()
-    plan_keys = {e.key() for e in jeong2020_plan("synthetic")["bag_sweep"]}
+    plan_keys = {e.key() for e in jeong2020_plan("synthetic", scope="full")["bag_sweep"]}
     assert plan_keys == {e.key() for (v, p), e in runs.items() if p != 0.8}
     assert jeong2020_bag_runs("paper", "market1501") == {}
 
@@ -186,7 +186,7 @@ def test_trunk_from_names_the_missing_or_unfit_checkpoint(tmp_path):
 def test_jeong2020_cpu_runs_start_from_chapter_1s_ide_trunk():
     from reidnb.papers.jeong2020 import jeong2020_experiment, jeong2020_plan
 
-    plan = jeong2020_plan("synthetic")
+    plan = jeong2020_plan("synthetic", scope="full")
     ide = ide_experiment("synthetic")
     assert plan["trunk"] == [ide]
     runs = [e for group in ("table5", "table6", "bag_sweep", "eq8_printed") for e in plan[group]]

@@ -156,7 +156,7 @@ def test_trunk_option():
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_plan_runs_and_seeds(profile):
-    plan = jamal2020_plan(profile)
+    plan = jamal2020_plan(profile, scope="full")
     assert list(plan) == ["trunk", "ide", "compared", "ablation"]
     seeds = JAMAL2020_PLAN[profile]["seeds"]
     assert seeds == ((0,) if profile == "smoke" else (0, 1, 2))
@@ -182,7 +182,7 @@ def test_plan_runs_and_seeds(profile):
 
 
 def test_synthetic_plan_stays_small():
-    plan = jamal2020_plan("synthetic")
+    plan = jamal2020_plan("synthetic", scope="full")
     assert len(plan["compared"]) + len(plan["ablation"]) == 13     # 3 x 3 seeds + 4 ablations
     assert {e.objective_kwargs["anchors_per_epoch"] for g in ("compared", "ablation")
             for e in plan[g]} == {jamal2020.JAMAL_CPU_ANCHORS}

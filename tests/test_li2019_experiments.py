@@ -193,14 +193,14 @@ def test_registry_holds_every_variant():
 
 @pytest.mark.parametrize("profile", ["smoke", "synthetic"])
 def test_plan_is_the_registrys(profile):
-    plan = li2019.li2019_plan(profile)
-    assert papers.plan("li2019", profile).keys() == plan.keys()
+    plan = li2019.li2019_plan(profile, scope="full")
+    assert papers.plan("li2019", profile, scope="full").keys() == plan.keys()
     assert papers.prerequisites(plan["table3"][0]) == plan["trunk"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_plan_runs_are_unique(profile):
-    plan = li2019.li2019_plan(profile)
+    plan = li2019.li2019_plan(profile, scope="full")
     assert set(plan) == {"trunk", "table3", "table6", "table7", "eq9", "two_camera"}
     runs = [e for group in plan.values() for e in group]
     names = [e.run_name for e in runs]
@@ -249,7 +249,7 @@ def test_plan_seeds():
 @pytest.mark.parametrize("profile", PROFILES)
 def test_two_camera_runs_are_cuhk03_like_and_unseen_by_the_trunk(profile):
     from reidnb.data.synthetic import SIZES
-    runs = li2019.li2019_plan(profile)["two_camera"]
+    runs = li2019.li2019_plan(profile, scope="full")["two_camera"]
     if li2019.TWO_CAMERA[profile] is None:
         assert runs == []
         return

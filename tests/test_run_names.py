@@ -18,14 +18,14 @@ GOLDEN = json.loads((Path(__file__).parent / "golden_run_names.json").read_text(
 
 def _chapter_runs(profile: str) -> set[str]:
     exps = [ide.ide_experiment(profile), *lakshmi.lakshmi_experiments(profile).values()]
-    for group in jeong2020.jeong2020_plan(profile).values():
+    for group in jeong2020.jeong2020_plan(profile, scope="full").values():
         exps += group
     exps += list(jeong2020.jeong2020_bag_runs(profile).values())
-    for group in li2019.li2019_plan(profile).values():
+    for group in li2019.li2019_plan(profile, scope="full").values():
         exps += group
-    for group in jamal2020.jamal2020_plan(profile).values():
+    for group in jamal2020.jamal2020_plan(profile, scope="full").values():
         exps += group
-    for group in zheng2019.zheng2019_plan(profile).values():
+    for group in zheng2019.zheng2019_plan(profile, scope="full").values():
         exps += group
     return {e.run_name for e in exps}
 

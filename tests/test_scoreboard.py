@@ -305,3 +305,16 @@ def test_effective_parameters_take_papermills_values():
     assert book.effective_parameters(nb) == {"profile": "smoke", "device": "cpu", "seed": 0,
                                              "data_root": "/d"}
     assert book.parameter_literals("a = 1\nb = f(2)\nc: str = 'x'\n") == {"a": 1, "c": "x"}
+
+
+def test_build_line_names_the_scope_the_planned_chapters_ran_in():
+    params = {"01": {"profile": "synthetic", "device": "cpu"},
+              "04": {"profile": "synthetic", "device": "cpu", "scope": None},
+              "07": {"profile": "synthetic", "device": "cpu", "scope": "core"}}
+    info = {"cpu": "x", "commit": "abc", "date": "2026-12-01T00:00:00+00:00"}
+    assert scoreboard.build_facts(params, info)["profile"] == "synthetic, scope core"
+    params["07"]["scope"] = "full"
+    assert scoreboard.build_facts(params, info)["profile"] == "synthetic, scope mixed: core, full"
+    smoke = {"04": {"profile": "smoke", "device": "cpu", "scope": None}}
+    assert scoreboard.build_facts(smoke, info)["profile"] == "smoke, scope full"
+    assert scoreboard.build_facts({"01": {"profile": "smoke"}}, info)["profile"] == "smoke"

@@ -171,7 +171,7 @@ def test_registered_names_are_unique_and_stable(profile):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_plan_runs_and_seeds(profile):
-    plan = zheng2019_plan(profile)
+    plan = zheng2019_plan(profile, scope="full")
     assert list(plan) == ["trunk", "ide", "table3", "controls", "pcb", "misalignment"]
     seeds = (0,) if profile == "smoke" else (0, 1, 2)
     table3 = ("ide", "casn") if profile == "smoke" else ("ide", "ia", "sa", "casn")
@@ -213,7 +213,7 @@ def test_plan_runs_and_seeds(profile):
 
 
 def test_synthetic_plan_size():
-    plan = zheng2019_plan("synthetic")
+    plan = zheng2019_plan("synthetic", scope="full")
     sizes = {g: len(v) for g, v in plan.items()}
     assert sizes == {"trunk": 1, "ide": 1, "table3": 12, "controls": 4, "pcb": 4,
                      "misalignment": 20}
@@ -250,7 +250,7 @@ def test_registry_holds_the_module_and_its_plan():
 
 
 def test_table3_grid_sets_the_ledger_beside_the_mean():
-    groups = z.table3_groups(zheng2019_plan("synthetic"))
+    groups = z.table3_groups(zheng2019_plan("synthetic", scope="full"))
     assert list(groups) == list(z.TABLE3_ROWS)
     assert len(groups["IDE"]) == 3 and len(groups["PCB +IA"]) == 1
     rows = [{"label": "IDE", "seed": s, "rank1": 50.0 + s, "mAP": 40.0} for s in (0, 1, 2)]
@@ -426,7 +426,7 @@ def test_smoke_configuration_trains_one_tiny_epoch(tmp_path, variant, head):
 # --- the misalignment sweep's records and the crop check (item 6) ---------------------------
 
 def test_misalignment_values_read_each_level_and_refuse_other_runs(tmp_path):
-    runs = zheng2019_plan("synthetic")["misalignment"]
+    runs = zheng2019_plan("synthetic", scope="full")["misalignment"]
     made = {("zheng2019_casn", 0.1): 81.0, ("zheng2019_bce", 0.2): 70.5}
     for exp in runs:
         base, level = exp.name.rsplit("_mis", 1)

@@ -338,6 +338,12 @@ def present_parameters(nb: dict) -> dict:
     values = parameter_values(_cell_source(params)) if params is not None else {}
     if injected is not None:
         values.update(parameter_values(_cell_source(injected)))
+    if values.get("scope") == "None":   # the profile's default: say which it is
+        from ..experiments import DEFAULT_SCOPE
+
+        profile = effective_parameters(nb).get("profile")
+        if profile in DEFAULT_SCOPE:
+            values["scope"] = f"{_code(DEFAULT_SCOPE[profile])} (the profile's default)"
     line = {"cell_type": "markdown", "metadata": {"tags": ["reidnb-parameters"]},
             "source": parameters_line(values)}
     if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:

@@ -103,14 +103,30 @@ def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
     return seconds
 
 
-def book_runs(profile: str, dataset: str | None = None) -> list:
-    """Every run the chapters' plans make in `profile`, each once (the IDE trunk that every
-    chapter starts from counts once), in chapter order."""
+def declared_parameters(src: Path) -> set[str]:
+    """The names a chapter's `parameters` cell assigns (papermill injects only those)."""
+    import ast
+
+    import jupytext
+
+    names: set[str] = set()
+    for cell in jupytext.read(src).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def book_runs(profile: str, dataset: str | None = None, scope: str | None = None) -> list:
+    """Every run the chapters' plans make in `profile` and `scope` (None: the profile's
+    default), each once (the IDE trunk that every chapter starts from counts once), in chapter
+    order."""
     from ..papers import MODULES
 
     seen: dict = {}
     for module in sorted(MODULES, key=lambda m: m.CHAPTER):
-        for group in module.plan(profile, dataset).values():
+        for group in module.plan(profile, dataset, scope).values():
             for exp in group:
                 seen.setdefault(exp.run_name, exp)
     return list(seen.values())
@@ -150,13 +166,15 @@ def runs_progress(exps: list, runs_dir: str | Path, cached: set[str]) -> str:
 
 
 def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "build",
-             device: str = "cpu", only: list[str] | None = None) -> int:
-    """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table."""
+             device: str = "cpu", only: list[str] | None = None, scope: str | None = None) -> int:
+    """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table.
+    `scope`: which of each chapter's runs ("core" or "full", `experiments.SCOPES`; None: the
+    profile's default, core for synthetic)."""
     from .assemble import build as build_book
     from .scoreboard import write_build_info
-    from ..experiments import SYNTH_SIZE, Experiment, check_profile, dataset_root
+    from ..experiments import SYNTH_SIZE, Experiment, dataset_root, resolve_scope
 
-    check_profile(profile)  # before any data is generated
+    scope = resolve_scope(profile, scope)  # before any data is generated
     out_dir = REPO / out
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -168,16 +186,21 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     timings["synthreid"] = time.perf_counter() - t
     print(f"      {folder} ready ({timings['synthreid']:.1f} s)", flush=True)
     srcs = chapter_sources(only=only)
-    params = {"profile": profile, "data_root": data_root, "device": device}
+    params = {"profile": profile, "data_root": data_root, "device": device, "scope": scope}
     runs_dir = REPO / "runs"
-    runs = book_runs(profile, "synthreid")
+    runs = book_runs(profile, "synthreid", scope)
+    print(f"      scope {scope}: {len(runs)} runs", flush=True)
     cached = set(finished_runs(runs, runs_dir))
     print(f"      {runs_progress(runs, runs_dir, cached)}", flush=True)
     # the machine, commit and time the landing page's scoreboard names
     write_build_info(out_dir / "executed", profile, device)
     for i, src in enumerate(srcs, 1):
-        print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile})", flush=True)
-        timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb", params,
+        print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile}, scope {scope})",
+              flush=True)
+        declared = declared_parameters(src)
+        timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb",
+                                             {k: v for k, v in params.items()
+                                              if k != "scope" or k in declared},
                                              progress=True)
         print(f"      done in {timings[src.stem]:.0f} s; "
               f"{runs_progress(runs, runs_dir, cached)}", flush=True)

@@ -36,6 +36,26 @@ def setup(profile: str | None = None) -> Path:
     return Path.cwd()
 
 
+def left_out(scope: str, section: str, paper: str = "", claims: tuple[str, ...] = ()) -> bool:
+    """For a chapter section whose runs only the full scope makes (`experiments.SCOPES`): in the
+    core scope, print that this build did not run `section` and how to run it, publish each of
+    `claims` of `paper` on the scoreboard as not tested for that reason, and return True (the
+    section's cells then skip their tables); in the full scope return False."""
+    if scope == "full":
+        return False
+    if scope != "core":
+        from ..experiments import SCOPES
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+    print(f"{section}: not run in this build (scope 'core': each paper's headline rows only). "
+          "To run it, execute the chapter with scope='full' (papermill -p scope full, or "
+          "`reidnb book --scope full`).")
+    if claims:
+        from .. import verdicts
+        for claim in claims:
+            verdicts.publish_not_tested(paper, claim, "not run in the core scope")
+    return True
+
+
 def _inline_figures() -> None:
     """Show returned matplotlib Figures as PNG in a notebook (reidnb.viz never uses pyplot)."""
     try:

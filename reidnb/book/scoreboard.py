@@ -223,9 +223,16 @@ def build_facts(parameters: dict[str, dict], info: dict | None) -> dict[str, str
     values); `info` is `build.json` (None when there is none). Without `info`, CPU, commit and
     date say where they come from.
     """
+    from ..experiments import DEFAULT_SCOPE
+
     params = list(parameters.values())
     facts = {"profile": _one([p.get("profile") for p in params]),
              "device": _one([p.get("device") for p in params])}
+    # the scope the chapters with a plan ran in (their `scope` None: the profile's default)
+    scopes = [p.get("scope") or DEFAULT_SCOPE.get(str(p.get("profile"))) for p in params
+              if "scope" in p]
+    if scopes:
+        facts["profile"] += f", scope {_one(scopes)}"
     if info:
         cpu = str(info.get("cpu") or "not recorded")
         if info.get("cores"):

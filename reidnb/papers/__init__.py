@@ -5,7 +5,9 @@ Each module defines, as plain module-level values (nothing is registered from el
 - `PAPER` (its key in the claims ledger) and `CHAPTER` (its notebook's stem);
 - `EXPERIMENTS`: run name -> factory(profile, dataset=None, seed=0) -> Experiment;
 - `CLAIM_LINKS`: run name -> [(paper, table, method)] rows of reidnb/claims.csv it reproduces;
-- `plan(profile, dataset=None)`: group -> the runs its chapter makes.
+- `plan(profile, dataset=None, scope=None)`: group -> the runs its chapter makes in that scope
+  (`experiments.resolve_scope`: "core", the headline rows, or "full"; None: the profile's
+  default). A group outside the core is kept, empty.
 
 This module merges them, refusing a name that two modules claim, and answers every lookup by name
 or profile with the valid choices (`experiment`, `check_name`), before any data is generated.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ..experiments import PROFILES, Experiment, check_profile
+from ..experiments import PROFILES, Experiment, check_profile, resolve_scope
 from . import ide, jamal2020, jeong2020, lakshmi, li2019, zheng2019
 
 MODULES = (ide, lakshmi, jeong2020, li2019, jamal2020, zheng2019)
@@ -68,13 +70,12 @@ def prerequisites(exp: Experiment) -> list[Experiment]:
     return chain
 
 
-def plan(paper: str, profile: str = "synthetic", dataset: str | None = None
-         ) -> dict[str, list[Experiment]]:
-    """The runs of `paper`'s chapter, by group."""
+def plan(paper: str, profile: str = "synthetic", dataset: str | None = None,
+         scope: str | None = None) -> dict[str, list[Experiment]]:
+    """The runs of `paper`'s chapter in `scope` (None: the profile's default), by group."""
     if paper not in PAPERS:
         raise ValueError(f"unknown paper {paper!r}; choose one of {sorted(PAPERS)}")
-    check_profile(profile)
-    return PAPERS[paper].plan(profile, dataset)
+    return PAPERS[paper].plan(profile, dataset, resolve_scope(profile, scope))
 
 
 __all__ = ["PROFILES", "PAPERS", "EXPERIMENTS", "CLAIM_LINKS", "MODULES", "merge", "check_name",

@@ -12,7 +12,7 @@ the configurations.
 
 from __future__ import annotations
 
-from ..experiments import SYNTH_SIZE, Experiment, check_profile
+from ..experiments import SYNTH_SIZE, Experiment, check_profile, resolve_scope
 from ..train.engine import TrainConfig
 
 PAPER = "baseline"
@@ -90,6 +90,8 @@ EXPERIMENTS = {"ide": ide_experiment}
 CLAIM_LINKS = {"ide": [("zheng2019", "3", "IDE baseline")]}
 
 
-def plan(profile: str = "synthetic", dataset: str | None = None) -> dict[str, list[Experiment]]:
-    """Every run chapter 2 needs: the IDE baseline, first seed."""
+def plan(profile: str = "synthetic", dataset: str | None = None, scope: str | None = None
+         ) -> dict[str, list[Experiment]]:
+    """Every run chapter 2 needs, in every scope: the IDE baseline, first seed."""
+    resolve_scope(profile, scope)
     return {"ide": [ide_experiment(profile, dataset)]}

@@ -19,7 +19,7 @@ import torch
 
 from ..claims import claim
 from ..data.transforms import normalize
-from ..experiments import SYNTH_SIZE, Experiment, check_profile
+from ..experiments import SYNTH_SIZE, Experiment, check_profile, keep_in_scope, resolve_scope
 from ..models.jamal2020 import ATT_ACTS, FDS, SA_CHANNELS, TEST_MODES, check_choice
 from ..train.engine import TrainConfig
 from .ide import ide_experiment, trunk_source, with_trunk
@@ -181,15 +181,22 @@ JAMAL2020_PLAN = {
 }
 
 
-def jamal2020_plan(profile: str = "synthetic", dataset: str | None = None
-                   ) -> dict[str, list[Experiment]]:
+#: The core scope's runs (`experiments.keep_in_scope`): the IDE row and the Siamese network
+#: without and with mutual attention on every seed, the paper's headline comparison.
+CORE = {"ide": None, "compared": ("jamal2020_baseline", "jamal2020_full")}
+
+
+def jamal2020_plan(profile: str = "synthetic", dataset: str | None = None,
+                   scope: str | None = None) -> dict[str, list[Experiment]]:
     """Every run the jamal2020 chapter makes, grouped by what it feeds: "trunk" (the IDE run
     whose trunk initialises the others in the CPU profiles; empty when they start from
     ImageNet), "ide" (the IDE row of Tables 2-3, first seed: in the CPU profiles the same run
     as "trunk", read from the cache), "compared" (Siamese without mutual attention, the full
     model and the self-paired control, every seed) and "ablation" (the block at layer3 only, at
-    layer4 only, its spatial part only, its channel part only; first seed)."""
-    check_profile(profile)
+    layer4 only, its spatial part only, its channel part only; first seed). In the core scope
+    (`scope`; None: the profile's default) the self-paired control and the ablations are left
+    out (`CORE`)."""
+    scope = resolve_scope(profile, scope)
     seeds = JAMAL2020_PLAN[profile]["seeds"]
     groups = {
         "ide": [ide_experiment(profile, dataset)],
@@ -198,7 +205,7 @@ def jamal2020_plan(profile: str = "synthetic", dataset: str | None = None
         "ablation": [jamal2020_experiment(profile, v, seed=seeds[0], dataset=dataset)
                      for v in ABLATION_VARIANTS],
     }
-    return with_trunk(groups, profile, dataset, "jamal2020_plan")
+    return with_trunk(keep_in_scope(groups, scope, CORE), profile, dataset, "jamal2020_plan")
 
 
 def _variant(variant: str):

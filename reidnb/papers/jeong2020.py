@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 
-from ..experiments import SYNTH_SIZE, Experiment, check_profile
+from ..experiments import SYNTH_SIZE, Experiment, check_profile, keep_in_scope, resolve_scope
 from ..train.engine import TrainConfig
 from .ide import trunk_source, with_trunk
 
@@ -195,8 +195,13 @@ def jeong2020_uniformity_runs(profile: str = "synthetic", dataset: str | None = 
     return runs
 
 
-def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
-                   ) -> dict[str, list[Experiment]]:
+#: The core scope's runs (`experiments.keep_in_scope`): Table 5's three rows on every seed, the
+#: paper's headline ordering +AM+UL > +AM > baseline.
+CORE = {"table5": None}
+
+
+def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None,
+                   scope: str | None = None) -> dict[str, list[Experiment]]:
     """Every run the jeong2020 chapter needs, grouped by what it feeds: "trunk" (the IDE run
     whose trunk initialises the others in the CPU profiles; empty when they start from
     ImageNet), "table5" (baseline / +AM / +AM+UL per backbone and seed), "table6" (the full
@@ -206,7 +211,9 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
     run), "eq8_printed" (the full model trained with Eq. 8 exactly as printed, every seed),
     "uniformity" (other weights and margins of Eq. 8, first seed) and "random_init" (the full
     model with the module from PyTorch's random initialisation, first seed; empty where that
-    is already the default)."""
+    is already the default). In the core scope (`scope`; None: the profile's default) only
+    "trunk" and "table5" hold runs (`CORE`)."""
+    scope = resolve_scope(profile, scope)
     plan = JEONG2020_PLAN[profile]
     first = plan["seeds"][0]
     backbones = ("resnet", "vgg") if plan["vgg"] else ("resnet",)
@@ -227,7 +234,7 @@ def jeong2020_plan(profile: str = "synthetic", dataset: str | None = None
                    else [])
     groups = {"table5": table5, "table6": table6, "bag_sweep": sweep, "eq8_printed": printed,
               "uniformity": unif, "random_init": random_init}
-    return with_trunk(groups, profile, dataset, "jeong2020_plan")
+    return with_trunk(keep_in_scope(groups, scope, CORE), profile, dataset, "jeong2020_plan")
 
 
 def eq8_printed_experiment(profile: str = "synthetic", seed: int = 0,

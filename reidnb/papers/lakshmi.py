@@ -10,7 +10,7 @@ import torch
 
 from .. import losses
 from ..data.samplers import identity_batches
-from ..experiments import SYNTH_SIZE, Experiment, check_profile
+from ..experiments import SYNTH_SIZE, Experiment, check_profile, resolve_scope
 from ..train.engine import TrainConfig
 from .ide import ide_experiment
 
@@ -165,8 +165,11 @@ EXPERIMENTS = {f"lakshmi_{key}": _one(key)
 CLAIM_LINKS: dict[str, list[tuple[str, str, str]]] = {}   # a tutorial: no result table
 
 
-def plan(profile: str = "synthetic", dataset: str | None = None) -> dict[str, list[Experiment]]:
-    """Every run chapter 3 makes: the tutorial's random triplets and batch-hard mining with the
-    tutorial's optimizer, and the IDE baseline, first seed. The Adam pair is not in the chapter."""
+def plan(profile: str = "synthetic", dataset: str | None = None, scope: str | None = None
+         ) -> dict[str, list[Experiment]]:
+    """Every run chapter 3 makes, in every scope: the tutorial's random triplets and batch-hard
+    mining with the tutorial's optimizer, and the IDE baseline, first seed. The Adam pair is not
+    in the chapter."""
+    resolve_scope(profile, scope)
     runs = lakshmi_experiments(profile, dataset)
     return {"triplets": [runs["tutorial"], runs["tutorial_batch_hard"]], "ide": [runs["ide"]]}

@@ -5,7 +5,7 @@ plan of runs, and its claim links. Chapter 5; the model is reidnb/models/li2019.
 
 from __future__ import annotations
 
-from ..experiments import SYNTH_SIZE, Experiment, check_profile
+from ..experiments import SYNTH_SIZE, Experiment, check_profile, keep_in_scope, resolve_scope
 from ..losses import LABEL_SMOOTHING_FORMS
 from ..train.engine import TrainConfig
 from .ide import trunk_source, with_trunk
@@ -191,8 +191,13 @@ TABLE6_VARIANTS = ("sigmoid",)
 TABLE7_VARIANTS = ("ce_only", "triplet_only", "baseline_ce")
 
 
-def li2019_plan(profile: str = "synthetic", dataset: str | None = None
-                ) -> dict[str, list[Experiment]]:
+#: The core scope's runs (`experiments.keep_in_scope`): Table 3's baseline, spatial attention
+#: and self-attention rows on every seed, the paper's headline ordering.
+CORE = {"table3": ("li2019_baseline", "li2019_spatial", "li2019_full")}
+
+
+def li2019_plan(profile: str = "synthetic", dataset: str | None = None,
+                scope: str | None = None) -> dict[str, list[Experiment]]:
     """Every run the li2019 chapter makes, grouped by what it feeds, each run once: "trunk" (the
     IDE run whose trunk initialises the others in the CPU profiles; empty when they start from
     ImageNet), "table3" (baseline, spatial attention, self-attention and the uniform-score
@@ -201,8 +206,10 @@ def li2019_plan(profile: str = "synthetic", dataset: str | None = None
     (the full model with CE only and with triplet only, and the baseline with CE only, first
     seed; the CE + triplet rows are Table 3's) and "eq9" (the full model with Eq. 9 as
     printed, first seed). The full model's first-seed run also records the test curve of
-    Figs. 6-7 (`CURVE_EVERY`). "spatial_channels" is registered but not in the plan."""
-    check_profile(profile)
+    Figs. 6-7 (`CURVE_EVERY`). "spatial_channels" is registered but not in the plan. In the
+    core scope (`scope`; None: the profile's default) only "trunk" and Table 3's three rows
+    hold runs (`CORE`)."""
+    scope = resolve_scope(profile, scope)
     seeds = LI2019_PLAN[profile]["seeds"]
     every = LI2019_PLAN[profile]["every_seed"]
     first = seeds[0]
@@ -223,7 +230,7 @@ def li2019_plan(profile: str = "synthetic", dataset: str | None = None
                                   smoothing_form="printed")],
         "two_camera": two_camera_runs(profile, dataset),
     }
-    return with_trunk(groups, profile, dataset, "li2019_plan")
+    return with_trunk(keep_in_scope(groups, scope, CORE), profile, dataset, "li2019_plan")
 
 
 def two_camera_runs(profile: str, dataset: str | None = None) -> list[Experiment]:
