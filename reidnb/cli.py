@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to execute")
     b.add_argument("--scope", default=None, choices=_scopes(),
                    help="core: each paper's headline rows on 3 seeds (the synthetic profile's "
-                   "default, about an hour on 2 CPU cores); full: every ablation, sweep and "
-                   "control too (the default of the other profiles)")
+                   "default: 33 runs); full: every ablation, sweep and control too (103 "
+                   "synthetic runs; the default of the other profiles)")
     b.set_defaults(func=_book)
 
     n = sub.add_parser("numerics", help="numeric paths: describe this one, or run the portable "

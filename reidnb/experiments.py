@@ -10,8 +10,8 @@ Profiles
 
 Scopes (which of a chapter's runs its plan makes; `resolve_scope`)
 - `core`: the rows of each paper's headline claims, on every seed the book's verdict rule needs
-  (`reidnb.verdicts`: 3); the default of the `synthetic` profile, so that the book's main job fits
-  an hour on a 2-core CPU.
+  (`reidnb.verdicts`: 3); the default of the `synthetic` profile, 33 runs instead of 103, towards
+  a main job that fits an hour on a 2-core CPU (README, "Budget").
 - `full`: every row the chapter knows: the ablations, sweeps, controls and second heads too (most
   on the first seed); the default of `smoke` (CI executes every code path on its tiny runs), `gpu`
   and `paper`.
