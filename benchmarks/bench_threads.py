@@ -122,6 +122,34 @@ def measure(workload: str, setting: str, steps: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def parallel(steps: int, rounds: int = 2) -> list[dict]:
+    """The book's runs on a 2-core machine: one process on every core, or one single-thread
+    process per core training side by side (the main job's `run_workers`)? Training images/s of
+    the same IDE steps, summed over the processes, alternating the two layouts `rounds` times;
+    each row's ratio is to the one-process layout of its round."""
+    cores = os.cpu_count() or 1
+    base_env = {**os.environ, "GOMP_SPINCOUNT": "10000"}
+    base_env.pop("OMP_WAIT_POLICY", None)
+    cmd = [sys.executable, __file__, "--worker", "train", "--steps", str(steps)]
+    rows = []
+    for r in range(rounds):
+        env = {**base_env, "OMP_NUM_THREADS": str(cores)}
+        one = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+                                        check=True).stdout.strip().splitlines()[-1])
+        env = {**base_env, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                 for _ in range(cores)]
+        each = [json.loads(p.communicate()[0].strip().splitlines()[-1])["images_per_s"]
+                for p in procs]
+        for layout, value in ((f"1 process x {cores} threads", one["images_per_s"]),
+                              (f"{cores} processes x 1 thread", sum(each))):
+            rows.append({"round": r + 1, "layout": layout, "images_per_s": value,
+                         "ratio": value / one["images_per_s"]})
+            print(f"round {r + 1} {layout:24s} {value:6.1f} images/s  "
+                  f"x{value / one['images_per_s']:.2f}", flush=True)
+    return rows
+
+
 def run(conditions: list[str], workloads: list[str], settings: list[str], steps: int) -> list[dict]:
     rows = []
     for condition in conditions:
@@ -162,11 +190,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per setting")
     ap.add_argument("--quick", action="store_true", help="3 steps, two settings, idle only")
     ap.add_argument("--json", default=None, help="also save the figures to this JSON file")
+    ap.add_argument("--parallel", action="store_true",
+                    help="one process on all cores against one 1-thread process per core")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps)))
         return []
-    if args.quick:
+    if args.parallel:
+        rows = parallel(args.steps)
+    elif args.quick:
         rows = run(["idle"], ["train"], ["PASSIVE", "1 thread"], 3)
     else:
         rows = run(["idle", "1 competing process"], ["train", "rank"], list(SETTINGS), args.steps)

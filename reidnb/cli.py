@@ -6,6 +6,7 @@
       [--dataset synthreid] [--data-root data] [--device auto] [--force] [--wait]
   torchrun --nproc_per_node N -m reidnb run ide ...   (DistributedDataParallel, one process a GPU)
   reidnb book [--profile synthetic] [--scope core|full] [--data-root data] [--out build]
+      [--workers N]                      N single-thread processes train the runs first
   reidnb numerics describe              this process's numeric path (what a run record keeps)
   reidnb numerics env                   the portable mode's variables, NAME=value
   reidnb numerics portable -- CMD ...   run CMD in the portable mode (e.g. jupyter lab)
@@ -90,7 +91,8 @@ def _command(args, name: str, seed: int) -> str:
 def _book(args) -> int:
     from .book.mainjob import main_job
     return main_job(profile=args.profile, data_root=args.data_root, out=args.out,
-                    device=args.device, only=args.only, scope=args.scope)
+                    device=args.device, only=args.only, scope=args.scope,
+                    workers=args.workers)
 
 
 def _numerics(args) -> int:
@@ -176,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="core: each paper's headline rows on 3 seeds (the synthetic profile's "
                    "default: 33 runs); full: every ablation, sweep and control too (103 "
                    "synthetic runs; the default of the other profiles)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="single-thread processes that train the runs before the chapters "
+                   "execute (default: one per core; 0: each chapter trains its own runs)")
     b.set_defaults(func=_book)
 
     n = sub.add_parser("numerics", help="numeric paths: describe this one, or run the portable "

@@ -202,9 +202,18 @@ def dataset_root(exp: Experiment, data_root: str | Path = "data") -> Path:
     if not (folder / "synthreid.json").exists():
         from .data.synth_render import SynthKnobs
         from .data.synthetic import generate
-        generate(folder, size=exp.synth_size, seed=exp.synth_seed,
-                 knobs=SynthKnobs(**exp.synth_knobs), height=size[0], width=size[1],
-                 overwrite=folder.exists())
+        from .io import RunLock
+        # one generator per data root at a time: two processes (the main job's workers, or a
+        # kernel beside it) would otherwise write, and clear, the same folder
+        lock = RunLock(root)
+        lock.acquire(wait=True, what="generate SynthReID in")
+        try:
+            if not (folder / "synthreid.json").exists():   # the holder may have just made it
+                generate(folder, size=exp.synth_size, seed=exp.synth_seed,
+                         knobs=SynthKnobs(**exp.synth_knobs), height=size[0], width=size[1],
+                         overwrite=folder.exists())
+        finally:
+            lock.release()
     return folder
 
 

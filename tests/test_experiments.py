@@ -257,3 +257,21 @@ def test_initial_model_depends_on_the_seed_alone_and_copies_the_trunk_source(tmp
     assert init == {"source": "random", "detail": "test"}
     with pytest.raises(FileNotFoundError, match="no checkpoint at .*nosuch-run"):
         initial_model(exp.replace(trunk_from="nosuch-run"), 5, tmp_path)
+
+
+def _make_smoke_set(data_root: str) -> str:
+    from reidnb.data.synthetic import load_meta
+    from reidnb.experiments import dataset_root
+    folder = dataset_root(Experiment(name="x", profile="smoke", synth_size="smoke"), data_root)
+    return load_meta(folder)["content_sha256"]
+
+
+def test_two_processes_that_need_the_same_synthreid_set_at_once_both_get_it_whole(tmp_path):
+    """The main job's workers start runs on one data set together: the second waits for the
+    first's folder instead of clearing it half-written (it used to, and both runs failed)."""
+    import multiprocessing as mp
+    with mp.get_context("spawn").Pool(2) as pool:
+        digests = pool.map(_make_smoke_set, [str(tmp_path)] * 2)
+    assert digests[0] == digests[1] == _make_smoke_set(str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [
+        next(p.name for p in tmp_path.iterdir() if p.name.startswith("synthreid-"))]

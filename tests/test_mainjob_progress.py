@@ -46,6 +46,22 @@ def test_progress_counts_cached_and_trained_runs_and_extrapolates_only_from_trai
     assert runs_progress(runs, tmp_path, cached).endswith(f"{n - 1} trained by this job)")
 
 
+def test_pace_leaves_out_the_trunk_run_the_chapters_start_from(tmp_path):
+    """Chapter 1's IDE trunk trains several times longer than a chapter's run: a pace taken
+    from it alone would promise hours that the book does not take."""
+    runs = book_runs("synthetic", "synthreid")
+    n = len(runs)
+    trunk = {e.trunk_from for e in runs if e.trunk_from}
+    assert runs[0].run_name in trunk
+    _complete(runs[0], tmp_path, 700.0)             # the trunk, trained by this job
+    line = runs_progress(runs, tmp_path, set())
+    assert line == (f"runs: 1 of {n} done (0 cached at the start, 1 trained by this job); "
+                    f"{n - 1} left")
+    _complete(runs[1], tmp_path, 120.0)
+    line = runs_progress(runs, tmp_path, set())
+    assert line.endswith(f"{n - 2} left, about {(n - 2) * 2:.0f} min at this job's 2.0 min a run")
+
+
 def test_runs_from_other_code_are_set_aside_before_a_refresh(tmp_path, capsys):
     """refresh_committed re-executes over the runs this code trains, never over cached runs
     that older code trained (their numbers may differ from what nbval trains from scratch)."""

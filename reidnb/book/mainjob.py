@@ -76,9 +76,19 @@ def clean_notebook(nb) -> None:
     nb.metadata.get("widgets", {})  # widget state is kept: the static book renders it
 
 
+def slowest_cells(nb, n: int = 3) -> list[tuple[float, str]]:
+    """The `n` code cells papermill timed longest: (seconds, the cell's first line)."""
+    timed = [(float(c.metadata.get("papermill", {}).get("duration") or 0.0),
+              next((line for line in c.source.splitlines() if line.strip()), ""))
+             for c in nb.cells if c.cell_type == "code"]
+    return sorted(timed, key=lambda t: -t[0])[:n]
+
+
 def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
-                     log_output: bool = False, progress: bool = False) -> float:
-    """jupytext source -> executed .ipynb with papermill; returns the seconds it took."""
+                     log_output: bool = False, progress: bool = False,
+                     slowest: list | None = None) -> float:
+    """jupytext source -> executed .ipynb with papermill; returns the seconds it took. The
+    three slowest cells, (seconds, first line), are appended to `slowest` when given."""
     import jupytext
     import nbformat
     import papermill as pm
@@ -98,6 +108,8 @@ def execute_notebook(src: Path, out: Path, parameters: dict, cwd: Path = REPO,
         tmp_in.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     done = nbformat.read(out, as_version=4)
+    if slowest is not None:
+        slowest.extend(slowest_cells(done))
     clean_notebook(done)
     nbformat.write(done, out)
     return seconds
@@ -147,17 +159,34 @@ def finished_runs(exps: list, runs_dir: str | Path) -> dict[str, float]:
     return done
 
 
+def _chapter_runs(src: Path, profile: str, scope: str | None) -> list:
+    """The runs of the chapter whose source is `src` (its paper module's plan), each once."""
+    from ..papers import MODULES
+
+    seen: dict = {}
+    for module in MODULES:
+        if module.CHAPTER == src.stem:
+            for group in module.plan(profile, "synthreid", scope).values():
+                for exp in group:
+                    seen.setdefault(exp.run_name, exp)
+    return list(seen.values())
+
+
 def runs_progress(exps: list, runs_dir: str | Path, cached: set[str]) -> str:
     """One line: how many of the book's runs are done, how many this job trained and at what
-    mean wall time, and the time the rest would take at that pace (no estimate before the
-    first run is trained: a guess would not tell the truth)."""
+    mean wall time, and the time the rest would take at that pace. The pace leaves out the
+    trunk run the others start from (chapter 1's IDE run trains 14 epochs, the chapters' runs
+    3-6): there is no estimate until a run other than it was trained, since a guess would not
+    tell the truth."""
     done = finished_runs(exps, runs_dir)
+    trunks = {e.trunk_from for e in exps if e.trunk_from}
     trained = {name: t for name, t in done.items() if name not in cached}
+    paced = {name: t for name, t in trained.items() if name not in trunks}
     left = len(exps) - len(done)
     line = (f"runs: {len(done)} of {len(exps)} done ({len(cached)} cached at the start, "
             f"{len(trained)} trained by this job)")
-    if trained and left:
-        pace = sum(trained.values()) / len(trained)
+    if paced and left:
+        pace = sum(paced.values()) / len(paced)
         line += (f"; {left} left, about {left * pace / 60:.0f} min at this job's "
                  f"{pace / 60:.1f} min a run")
     elif left:
@@ -166,10 +195,13 @@ def runs_progress(exps: list, runs_dir: str | Path, cached: set[str]) -> str:
 
 
 def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "build",
-             device: str = "cpu", only: list[str] | None = None, scope: str | None = None) -> int:
-    """Data -> every notebook (papermill) -> HTML book. Prints progress and a timing table.
-    `scope`: which of each chapter's runs ("core" or "full", `experiments.SCOPES`; None: the
-    profile's default, core for synthetic)."""
+             device: str = "cpu", only: list[str] | None = None, scope: str | None = None,
+             workers: int | None = None) -> int:
+    """Data -> the book's runs -> every notebook (papermill) -> HTML book. Prints progress and
+    a timing table. `scope`: which of each chapter's runs ("core" or "full",
+    `experiments.SCOPES`; None: the profile's default, core for synthetic). `workers`: the
+    single-thread processes that train the runs before the chapters execute
+    (`book.train_ahead`; None: one per core; 0: none, each chapter trains its own runs)."""
     from .assemble import build as build_book
     from .scoreboard import write_build_info
     from ..experiments import SYNTH_SIZE, Experiment, dataset_root, resolve_scope
@@ -177,8 +209,9 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     scope = resolve_scope(profile, scope)  # before any data is generated
     out_dir = REPO / out
     timings: dict[str, float] = {}
+    cells: dict[str, list] = {}   # chapter -> its slowest cells
     t0 = time.perf_counter()
-    print(f"[1/3] SynthReID ({SYNTH_SIZE.get(profile, 'default')}) in {data_root}/", flush=True)
+    print(f"[1/4] SynthReID ({SYNTH_SIZE.get(profile, 'default')}) in {data_root}/", flush=True)
     t = time.perf_counter()
     image_size = {"height": 256, "width": 128} if profile == "gpu" else {}  # as the chapters
     folder = dataset_root(Experiment(name="data", synth_size=SYNTH_SIZE.get(profile, "default"),
@@ -194,22 +227,40 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
     print(f"      {runs_progress(runs, runs_dir, cached)}", flush=True)
     # the machine, commit and time the landing page's scoreboard names
     write_build_info(out_dir / "executed", profile, device)
+    if workers != 0:
+        from .train_ahead import train_ahead
+        print("[2/4] training the book's runs before the chapters read them", flush=True)
+        t = time.perf_counter()
+        chapter_runs = book_runs(profile, "synthreid", scope) if not only else \
+            list({e.run_name: e for src in srcs
+                  for e in _chapter_runs(src, profile, scope)}.values())
+        train_ahead(chapter_runs, REPO / data_root, runs_dir, device, workers)
+        timings["runs"] = time.perf_counter() - t
+        print(f"      {runs_progress(runs, runs_dir, cached)} ({timings['runs']:.0f} s)",
+              flush=True)
+    else:
+        print("[2/4] no training phase (workers 0): each chapter trains its own runs", flush=True)
     for i, src in enumerate(srcs, 1):
-        print(f"[2/3] notebook {i}/{len(srcs)}: {src.name} (profile {profile}, scope {scope})",
+        print(f"[3/4] notebook {i}/{len(srcs)}: {src.name} (profile {profile}, scope {scope})",
               flush=True)
         declared = declared_parameters(src)
+        slow: list = []
         timings[src.stem] = execute_notebook(src, out_dir / "executed" / f"{src.stem}.ipynb",
                                              {k: v for k, v in params.items()
                                               if k != "scope" or k in declared},
-                                             progress=True)
+                                             progress=True, slowest=slow)
+        cells[src.stem] = [{"seconds": round(t, 1), "cell": line} for t, line in slow]
         print(f"      done in {timings[src.stem]:.0f} s; "
               f"{runs_progress(runs, runs_dir, cached)}", flush=True)
-    print("[3/3] rendering the book", flush=True)
+        print("      slowest cells: " + "; ".join(f"{t:.0f} s `{line[:50]}`"
+                                                   for t, line in slow), flush=True)
+    print("[4/4] rendering the book", flush=True)
     t = time.perf_counter()
     index = build_book(executed_dir=out_dir / "executed", out_dir=out_dir / "book")
     timings["book"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    (out_dir / "main_job_timings.json").write_text(json.dumps(timings, indent=2))
+    (out_dir / "main_job_timings.json").write_text(json.dumps(
+        {**timings, "slowest_cells": cells}, indent=2))
     print("\n".join(f"  {k:32s} {v:8.1f} s" for k, v in timings.items()))
     print(f"book: {index}")
     return 0

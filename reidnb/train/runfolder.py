@@ -242,9 +242,16 @@ def _plain(value):
 
 def warn_if_other_path(record: dict, record_path: Path, device: str) -> None:
     """A cached record made under another numeric path (another CPU, kernels or thread count) is
-    reused, but never silently: its numbers may differ in every digit from this machine's."""
+    reused, but never silently: its numbers may differ in every digit from this machine's. The
+    one exception: a record the main job's single-thread workers trained (`"trained_ahead"`,
+    `book.train_ahead`) read by a process with more threads on the same CPU."""
     here = numerics.describe(str(resolve_device(device)))
-    if not numerics.same_path(record.get("numerics"), here):
+    made = record.get("numerics")
+    if record.get("trained_ahead") and isinstance(made, dict):
+        # the main job trains the book's runs one thread a process by design and its chapters
+        # read them on every core: that thread count is the expected one, not a surprise
+        made = {**made, "threads": here.get("threads")}
+    if not numerics.same_path(made, here):
         warnings.warn(f"{record_path}: reusing a record made under the numeric path "
                       f"{numerics.summary(record.get('numerics'))}; this process runs "
                       f"{numerics.summary(here)}, where retraining may give other numbers "

@@ -1,0 +1,147 @@
+"""Train the book's runs before its chapters read them: one single-thread process per core.
+
+On a small CPU, one training process spread over every core loses time in the threads' hand-offs
+(ResNet-18 at 128x64, batch 32, has little work per kernel); one single-thread process per core
+trains more images a second in all (`benchmarks/bench_threads.py --parallel`). The main job
+therefore trains the runs first, in parallel workers, then executes the chapters, which find
+every run cached (`experiments.run_experiment` reads a finished record) and only evaluate, draw
+and judge.
+
+The runs go to the workers in the book's order, the trunks (the runs others start from) first;
+a run that starts from a trunk waits until that trunk has finished, and the runs that need none
+(chapter 3's) train beside the trunk meanwhile. A run that fails in a worker is reported and
+left to its chapter, which trains it again and shows the error where it belongs; the runs that
+need a failed trunk are not started. A run that another process is training is waited for
+(`RunLock`), so a second main job or a JupyterLab kernel beside this one does not train it
+twice.
+
+A run's numbers depend on the thread count in the native numeric mode (reductions split over
+threads sum in another order), as they depend on the CPU; the portable mode, which fixes both,
+is the one the regression tests use (`reidnb.numerics`), and it is never run here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+
+#: What a run record trained by a worker says of it: the chapters that read it run on every core,
+#: and `train.runfolder.warn_if_other_path` does not warn about that thread count alone.
+TRAINED_AHEAD = "by the main job, in a single-thread worker (reidnb.book.train_ahead)"
+
+
+def _worker_init() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def _train_one(args) -> tuple[str, float, str]:
+    """(run name, wall seconds, "" or the error) of one run trained in a worker."""
+    exp, data_root, runs_dir, device = args
+    from ..experiments import run_experiment
+    from ..experiments import run_dir_for
+    from ..io import atomic_write_json, read_json
+    path = run_dir_for(exp, runs_dir) / "record.json"
+    trained_before = path.exists() and read_json(path).get("status") == "complete"
+    t = time.perf_counter()
+    try:
+        record = run_experiment(exp, data_root, runs_dir, device, progress=False, wait=True)
+    except Exception as err:  # noqa: BLE001 - the chapter retrains it and shows the error
+        return exp.run_name, time.perf_counter() - t, f"{type(err).__name__}: {err}"
+    if not trained_before and record.get("numerics", {}).get("threads") == 1:
+        record = read_json(path)   # as written, then marked (see `TRAINED_AHEAD`)
+        record["trained_ahead"] = TRAINED_AHEAD
+        atomic_write_json(path, record)
+    return exp.run_name, time.perf_counter() - t, ""
+
+
+def default_workers() -> int:
+    """One worker per core this process may use (1 on a one-core machine: no parallel phase)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device: str = "cpu",
+                workers: int | None = None, log=print) -> dict[str, str]:
+    """Train every run of `exps` that has no complete record, in `workers` single-thread
+    processes (None: one per core). A run that starts from another's trunk (`trunk_from`)
+    waits until that run has finished; the trunks are handed out first, and the runs that need
+    none (chapter 3's) train beside them. With one worker, or on a GPU, the runs train one
+    after another in this process. Returns run name -> error for the runs that failed or could
+    not start (empty when all finished)."""
+    import queue
+
+    from ..book.mainjob import finished_runs
+
+    workers = default_workers() if workers is None else workers
+    done = set(finished_runs(exps, runs_dir))
+    trunks = {e.trunk_from for e in exps if e.trunk_from}
+    # the trunks first, then the book's order
+    todo = sorted((e for e in exps if e.run_name not in done),
+                  key=lambda e: e.run_name not in trunks)
+    if not todo:
+        return {}
+    failed: dict[str, str] = {}
+    total = len(todo)
+    finished = 0
+
+    def report(name: str, seconds: float, error: str) -> None:
+        nonlocal finished
+        finished += 1
+        if error:
+            failed[name] = error
+        else:
+            done.add(name)
+        log(f"      [{finished}/{total}] {name} "
+            f"{'failed: ' + error if error else 'done'} ({seconds:.0f} s)", flush=True)
+
+    def blocked(exp) -> str:
+        """Why `exp` cannot start yet ("" when it can), or the failed trunk it needs."""
+        if exp.trunk_from and exp.trunk_from not in done and any(
+                e.run_name == exp.trunk_from for e in exps):
+            return "failed" if exp.trunk_from in failed else "wait"
+        return ""
+
+    def skip_orphans() -> None:
+        for exp in [e for e in todo if blocked(e) == "failed"]:
+            todo.remove(exp)
+            report(exp.run_name, 0.0, f"its trunk {exp.trunk_from} failed")
+
+    args = (str(data_root), str(runs_dir), device)
+    if workers <= 1 or device != "cpu" or total == 1:
+        log(f"      {total} run(s), one after another in this process", flush=True)
+        while todo:
+            skip_orphans()
+            if todo:
+                exp = todo.pop(0)
+                report(*_train_one((exp, *args)))
+        return failed
+    log(f"      {total} runs in {workers} single-thread worker(s)", flush=True)
+    results: queue.Queue = queue.Queue()
+    pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+    try:
+        running = 0
+        while todo or running:
+            skip_orphans()
+            for exp in [e for e in todo if not blocked(e)][:workers - running]:
+                todo.remove(exp)
+                pool.apply_async(_train_one, ((exp, *args),), callback=results.put,
+                                 error_callback=lambda err, n=exp.run_name:
+                                 results.put((n, 0.0, f"{type(err).__name__}: {err}")))
+                running += 1
+            if running:
+                report(*results.get())
+                running -= 1
+            elif todo:   # every run left waits for a trunk that is not in this list
+                for exp in todo:
+                    report(exp.run_name, 0.0, f"its trunk {exp.trunk_from} is not trained")
+                todo.clear()
+    finally:
+        pool.close()
+        pool.join()
+    return failed

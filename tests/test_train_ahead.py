@@ -1,0 +1,98 @@
+"""The main job's first phase: the book's runs trained before the chapters read them, in
+single-thread worker processes, each run after the trunk it starts from; a failure is reported,
+not hidden, and leaves the other runs trained."""
+
+import warnings
+
+import pytest
+import torch
+
+from reidnb.book.train_ahead import TRAINED_AHEAD, train_ahead
+from reidnb.experiments import Experiment, run_dir_for, run_experiment
+from reidnb.io import atomic_write_json, read_json
+from reidnb.train.engine import TrainConfig
+
+
+def _ide(name: str, seed: int = 0, **kw) -> Experiment:
+    """A seconds-long ResNet-18 IDE run on the smoke SynthReID at 32x16 (a real registered
+    model, which spawned workers can build)."""
+    return Experiment(name=name, profile="smoke", synth_size="smoke", height=32, width=16,
+                      model_kwargs={"backbone": "resnet18", "last_stride": 2,
+                                    "pretrained": False},
+                      objective_kwargs=kw.pop("objective_kwargs", {"batch_size": 32}),
+                      train=TrainConfig(epochs=1, lr=0.05, seed=seed), **kw)
+
+
+def test_trunk_first_then_the_runs_that_start_from_it_in_single_thread_workers(tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    trunk = _ide("trunk")
+    rest = [_ide("head", seed=s, trunk_from=trunk.run_name) for s in (0, 1)]
+    lines = []
+    failed = train_ahead([trunk, *rest], data, runs, "cpu", workers=2,
+                         log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert failed == {}
+    records = {e.run_name: read_json(run_dir_for(e, runs) / "record.json")
+               for e in [trunk, *rest]}
+    assert all(r["status"] == "complete" for r in records.values())
+    assert all(r["numerics"]["threads"] == 1 for r in records.values())   # in the workers
+    for exp in rest:
+        rec = records[exp.run_name]
+        assert rec["weights_init"]["source"] == "run"           # after the trunk had finished
+        assert trunk.run_name in rec["weights_init"]["detail"]
+        assert rec["started"] >= records[trunk.run_name]["finished"]
+    assert any("3 runs in 2 single-thread worker(s)" in line for line in lines)
+    assert lines[1].startswith(f"      [1/3] {trunk.run_name} done")
+    assert all(r["trained_ahead"] == TRAINED_AHEAD for r in records.values())
+    # a chapter then reads the runs on every core: nothing is trained again, and the thread
+    # count the workers used by design draws no warning (another CPU's record would)
+    ckpt = run_dir_for(rest[0], runs) / "checkpoint.pt"
+    mtime = ckpt.stat().st_mtime_ns
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again = run_experiment(rest[0], data, runs, "cpu", progress=False)
+        assert again["metrics"] == records[rest[0].run_name]["metrics"]
+        assert ckpt.stat().st_mtime_ns == mtime
+        path = run_dir_for(rest[1], runs) / "record.json"   # unmarked: the warning is back
+        unmarked = read_json(path)
+        del unmarked["trained_ahead"]
+        atomic_write_json(path, unmarked)
+        with pytest.warns(UserWarning, match="reusing a record made under .*1 threads"):
+            run_experiment(rest[1], data, runs, "cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    # a second call finds every run finished and trains nothing
+    lines.clear()
+    assert train_ahead([trunk, *rest], data, runs, "cpu", workers=2,
+                       log=lambda *a, **k: lines.append(" ".join(map(str, a)))) == {}
+    assert lines == []
+
+
+def test_a_failing_run_is_reported_with_its_error_and_the_others_still_train(tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    good = _ide("good")
+    bad = _ide("bad", objective_kwargs={"batch_size": 32, "no_such_option": 1})
+    lines = []
+    failed = train_ahead([bad, good], data, runs, "cpu", workers=1,
+                         log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert set(failed) == {bad.run_name}
+    assert "no_such_option" in failed[bad.run_name]
+    assert any(bad.run_name in line and "failed" in line for line in lines)
+    assert read_json(run_dir_for(good, runs) / "record.json")["status"] == "complete"
+
+
+def test_a_failing_trunk_starts_no_run_that_needs_it_and_the_others_still_train(tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    trunk = _ide("trunk", objective_kwargs={"batch_size": 32, "no_such_option": 1})
+    head = _ide("head", trunk_from=trunk.run_name)
+    alone = _ide("alone")
+    for workers in (2, 1):
+        failed = train_ahead([head, alone, trunk], data, runs, "cpu", workers=workers,
+                             log=lambda *a, **k: None)
+        assert set(failed) == {trunk.run_name, head.run_name}
+        assert "no_such_option" in failed[trunk.run_name]
+        assert failed[head.run_name] == f"its trunk {trunk.run_name} failed"
+        assert not (run_dir_for(head, runs) / "record.json").exists()
+        assert read_json(run_dir_for(alone, runs) / "record.json")["status"] == "complete"
