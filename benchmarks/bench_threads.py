@@ -124,9 +124,9 @@ def measure(workload: str, setting: str, steps: int) -> dict:
 
 def parallel(steps: int, rounds: int = 2) -> list[dict]:
     """The book's runs on a 2-core machine: one process on every core, or one single-thread
-    process per core training side by side (the main job's `run_workers`)? Training images/s of
-    the same IDE steps, summed over the processes, alternating the two layouts `rounds` times;
-    each row's ratio is to the one-process layout of its round."""
+    process per core training side by side (the main job's `book.train_ahead`)? Training
+    images/s of the same IDE steps, summed over the processes, alternating the two layouts
+    `rounds` times; each row's ratio is to the one-process layout of its round."""
     cores = os.cpu_count() or 1
     base_env = {**os.environ, "GOMP_SPINCOUNT": "10000"}
     base_env.pop("OMP_WAIT_POLICY", None)
@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         sys.path.insert(0, str(ROOT))
         from reidnb.io import atomic_write_json
+        from reidnb.numerics import describe
+        cpu = describe("cpu")
         atomic_write_json(args.json, {
+            "cpu": f"{cpu['cpu_model']}, {cpu['cpu_capability']}, {cpu['cores']} cores",
             "benchmark": "bench_threads", "date": datetime.now(timezone.utc).isoformat(
                 timespec="seconds"),
             "command": " ".join(["python", "benchmarks/bench_threads.py",

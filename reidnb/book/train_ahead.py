@@ -7,11 +7,13 @@ therefore trains the runs first, in parallel workers, then executes the chapters
 every run cached (`experiments.run_experiment` reads a finished record) and only evaluate, draw
 and judge.
 
-The runs go to the workers in the book's order, the trunks (the runs others start from) first;
-a run that starts from a trunk waits until that trunk has finished, and the runs that need none
-(chapter 3's) train beside the trunk meanwhile. A run that fails in a worker is reported and
-left to its chapter, which trains it again and shows the error where it belongs; the runs that
-need a failed trunk are not started. A run that another process is training is waited for
+The trunks (the runs others start from: chapter 1's IDE run) train first, in this process on
+every core: nearly every other run waits for one, and a trunk on one thread would hold the
+book up (on the 2-core AVX2 EPYC, 14 epochs at about 165 s each instead of 90 s, while the two
+runs that need none, chapter 3's, would be done long before). The other runs then go to the
+workers in the book's order. A run that fails is reported and left to its chapter, which
+trains it again and shows the error where it belongs; the runs that need a failed trunk are
+not started. A run that another process is training is waited for
 (`RunLock`), so a second main job or a JupyterLab kernel beside this one does not train it
 twice.
 
@@ -38,8 +40,9 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _train_one(args) -> tuple[str, float, str]:
-    """(run name, wall seconds, "" or the error) of one run trained in a worker."""
+def _train_one(args, progress: bool = False) -> tuple[str, float, str]:
+    """(run name, wall seconds, "" or the error) of one run trained in a worker, or in this
+    process (with a progress bar when `progress`)."""
     exp, data_root, runs_dir, device = args
     from ..experiments import run_experiment
     from ..experiments import run_dir_for
@@ -48,7 +51,7 @@ def _train_one(args) -> tuple[str, float, str]:
     trained_before = path.exists() and read_json(path).get("status") == "complete"
     t = time.perf_counter()
     try:
-        record = run_experiment(exp, data_root, runs_dir, device, progress=False, wait=True)
+        record = run_experiment(exp, data_root, runs_dir, device, progress=progress, wait=True)
     except Exception as err:  # noqa: BLE001 - the chapter retrains it and shows the error
         return exp.run_name, time.perf_counter() - t, f"{type(err).__name__}: {err}"
     if not trained_before and record.get("numerics", {}).get("threads") == 1:
@@ -68,12 +71,11 @@ def default_workers() -> int:
 
 def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device: str = "cpu",
                 workers: int | None = None, log=print) -> dict[str, str]:
-    """Train every run of `exps` that has no complete record, in `workers` single-thread
-    processes (None: one per core). A run that starts from another's trunk (`trunk_from`)
-    waits until that run has finished; the trunks are handed out first, and the runs that need
-    none (chapter 3's) train beside them. With one worker, or on a GPU, the runs train one
-    after another in this process. Returns run name -> error for the runs that failed or could
-    not start (empty when all finished)."""
+    """Train every run of `exps` that has no complete record: the trunks (the runs that others
+    start from, `trunk_from`) first, in this process on every core, then the rest in
+    `workers` single-thread processes (None: one per core). With one worker, or on a GPU,
+    every run trains one after another in this process. Returns run name -> error for the
+    runs that failed or could not start (empty when all finished)."""
     import queue
 
     from ..book.mainjob import finished_runs
@@ -119,9 +121,18 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
             skip_orphans()
             if todo:
                 exp = todo.pop(0)
-                report(*_train_one((exp, *args)))
+                report(*_train_one((exp, *args), progress=True))
         return failed
-    log(f"      {total} runs in {workers} single-thread worker(s)", flush=True)
+    first = [e for e in todo if e.run_name in trunks]
+    if first:
+        log(f"      {len(first)} trunk run(s) first, in this process on every core", flush=True)
+        for exp in first:
+            todo.remove(exp)
+            report(*_train_one((exp, *args), progress=True))
+    skip_orphans()
+    if not todo:
+        return failed
+    log(f"      {len(todo)} runs in {workers} single-thread worker(s)", flush=True)
     results: queue.Queue = queue.Queue()
     pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
     try:
