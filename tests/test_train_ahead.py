@@ -104,3 +104,30 @@ def test_a_failing_trunk_starts_no_run_that_needs_it_and_the_others_still_train(
         assert failed[head.run_name] == f"its trunk {trunk.run_name} failed"
         assert not (run_dir_for(head, runs) / "record.json").exists()
         assert read_json(run_dir_for(alone, runs) / "record.json")["status"] == "complete"
+
+
+def test_a_worker_killed_mid_run_is_reported_and_the_job_does_not_hang(tmp_path):
+    """A worker the system kills (out of memory, a signal) must not leave the main job waiting
+    for an answer that never comes: its runs are reported failed, for the chapters to retrain."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import threading
+    import time
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    exps = [_ide("one"), _ide("two")]
+    out: dict = {}
+    job = threading.Thread(target=lambda: out.update(failed=train_ahead(
+        exps, data, runs, "cpu", workers=2, log=lambda *a, **k: None)), daemon=True)
+    before = set(mp.active_children())
+    job.start()
+    deadline = time.monotonic() + 60
+    while not (set(mp.active_children()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = next(iter(set(mp.active_children()) - before))
+    os.kill(victim.pid, signal.SIGKILL)
+    job.join(timeout=120)
+    assert not job.is_alive()                      # answered, not waiting forever
+    assert out["failed"], "the killed worker's run must be reported"
+    assert all(e.startswith("its worker stopped") for e in out["failed"].values())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 
@@ -76,8 +77,6 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
     `workers` single-thread processes (None: one per core). With one worker, or on a GPU,
     every run trains one after another in this process. Returns run name -> error for the
     runs that failed or could not start (empty when all finished)."""
-    import queue
-
     from ..book.mainjob import finished_runs
 
     workers = default_workers() if workers is None else workers
@@ -102,15 +101,9 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
         log(f"      [{finished}/{total}] {name} "
             f"{'failed: ' + error if error else 'done'} ({seconds:.0f} s)", flush=True)
 
-    def blocked(exp) -> str:
-        """Why `exp` cannot start yet ("" when it can), or the failed trunk it needs."""
-        if exp.trunk_from and exp.trunk_from not in done and any(
-                e.run_name == exp.trunk_from for e in exps):
-            return "failed" if exp.trunk_from in failed else "wait"
-        return ""
-
     def skip_orphans() -> None:
-        for exp in [e for e in todo if blocked(e) == "failed"]:
+        """The runs that start from a trunk that failed are reported, not started."""
+        for exp in [e for e in todo if e.trunk_from and e.trunk_from in failed]:
             todo.remove(exp)
             report(exp.run_name, 0.0, f"its trunk {exp.trunk_from} failed")
 
@@ -133,26 +126,27 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
     if not todo:
         return failed
     log(f"      {len(todo)} runs in {workers} single-thread worker(s)", flush=True)
-    results: queue.Queue = queue.Queue()
-    pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+    context = mp.get_context("spawn")
+    before = set(mp.active_children())
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
+                               initializer=_worker_init)
     try:
-        running = 0
-        while todo or running:
-            skip_orphans()
-            for exp in [e for e in todo if not blocked(e)][:workers - running]:
-                todo.remove(exp)
-                pool.apply_async(_train_one, ((exp, *args),), callback=results.put,
-                                 error_callback=lambda err, n=exp.run_name:
-                                 results.put((n, 0.0, f"{type(err).__name__}: {err}")))
-                running += 1
-            if running:
-                report(*results.get())
-                running -= 1
-            elif todo:   # every run left waits for a trunk that is not in this list
-                for exp in todo:
-                    report(exp.run_name, 0.0, f"its trunk {exp.trunk_from} is not trained")
-                todo.clear()
-    finally:
-        pool.close()
-        pool.join()
+        pending = {pool.submit(_train_one, (exp, *args)): exp.run_name for exp in todo}
+        todo.clear()
+        while pending:
+            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in ready:
+                name = pending.pop(future)
+                try:
+                    report(*future.result())
+                except Exception as err:   # noqa: BLE001 - a worker died (killed, out of memory)
+                    report(name, 0.0, f"its worker stopped: {type(err).__name__}: {err}")
+    except BaseException:
+        # interrupted (Ctrl-C, a kernel's stop): the workers stop too; each run resumes from
+        # its last epoch's checkpoint when the book is built again
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in set(mp.active_children()) - before:
+            child.terminate()
+        raise
+    pool.shutdown()
     return failed
