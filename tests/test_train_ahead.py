@@ -131,3 +131,16 @@ def test_a_worker_killed_mid_run_is_reported_and_the_job_does_not_hang(tmp_path)
     assert not job.is_alive()                      # answered, not waiting forever
     assert out["failed"], "the killed worker's run must be reported"
     assert all(e.startswith("its worker stopped") for e in out["failed"].values())
+
+
+def test_each_finished_run_says_how_long_the_rest_will_take_at_the_pace_so_far(tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    exps = [_ide("one"), _ide("two", seed=1), _ide("three", seed=2)]
+    lines = []
+    train_ahead(exps, data, runs, "cpu", workers=1,
+                log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    import re
+    done = [line for line in lines if "] " in line]
+    assert re.search(r"\[1/3\] .* done \((\d+) s\); 2 left, about \d+ min$", done[0])
+    assert re.search(r"\[2/3\] .* done \((\d+) s\); 1 left, about \d+ min$", done[1])
+    assert done[2].endswith(" s)")        # nothing left: no estimate

@@ -90,6 +90,8 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
     failed: dict[str, str] = {}
     total = len(todo)
     finished = 0
+    paced: list[float] = []   # wall seconds of the runs other than trunks trained here
+    parallel = 1              # runs training at once (the workers, once they start)
 
     def report(name: str, seconds: float, error: str) -> None:
         nonlocal finished
@@ -98,8 +100,15 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
             failed[name] = error
         else:
             done.add(name)
-        log(f"      [{finished}/{total}] {name} "
-            f"{'failed: ' + error if error else 'done'} ({seconds:.0f} s)", flush=True)
+            if name not in trunks:
+                paced.append(seconds)
+        line = (f"      [{finished}/{total}] {name} "
+                f"{'failed: ' + error if error else 'done'} ({seconds:.0f} s)")
+        left = total - finished
+        if left and paced:   # the pace of the runs trained so far, `parallel` at a time
+            line += (f"; {left} left, about "
+                     f"{left * sum(paced) / len(paced) / parallel / 60:.0f} min")
+        log(line, flush=True)
 
     def skip_orphans() -> None:
         """The runs that start from a trunk that failed are reported, not started."""
@@ -126,6 +135,7 @@ def train_ahead(exps: list, data_root: str | Path, runs_dir: str | Path, device:
     if not todo:
         return failed
     log(f"      {len(todo)} runs in {workers} single-thread worker(s)", flush=True)
+    parallel = min(workers, len(todo))
     context = mp.get_context("spawn")
     before = set(mp.active_children())
     pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
