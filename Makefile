@@ -1,7 +1,8 @@
 # The two set-up commands of the README:
-#   make book   builds the environment if missing, generates SynthReID, executes every notebook
-#               with papermill (profile "synthetic", scope "core": each paper's headline rows on
-#               3 seeds), renders the HTML book to build/book/_build/html
+#   make book   builds the environment if missing, generates SynthReID, trains the book's runs
+#               (the trunk on every core, then one single-thread process per core), executes
+#               every notebook with papermill over them (profile "synthetic", scope "core": each
+#               paper's headline rows on 3 seeds), renders the HTML book to build/book/_build/html
 #   (make book-full: the same with scope "full", every ablation, sweep and control: hours on a CPU)
 #   make test   builds the environment if missing, runs the unit tests, then nbval over the
 #               committed executed notebooks (profile "smoke") in the portable numeric mode
