@@ -3,10 +3,11 @@
 The portable numeric mode (`reidnb.numerics`) is meant to give the same bits on every x86-64
 CPU. When a committed smoke notebook fails nbval on one machine only, the run that differs
 trains to other numbers after a few chaotic steps, and its end result says nothing about where
-the first bit changed. This tool trains one smoke run from scratch (in a temporary runs folder)
-with a global forward hook that records, for the first `--calls` module calls, the module's
-class, its output's shape and a SHA-1 of the output's bytes; a second machine's trace, given
-with `--compare`, is then read call by call up to the first that differs.
+the first bit changed. This tool trains one smoke run from scratch in a temporary runs folder
+(after the run it starts from, untraced, when it has one) with a global forward hook that
+records, for the first `--calls` module calls, the module's class, its output's shape and a
+SHA-1 of the output's bytes; a second machine's trace, given with `--compare`, is then read
+call by call up to the first that differs.
 
     .venv/bin/python -m reidnb numerics portable -- .venv/bin/python tools/numerics_trace.py \\
         lakshmi_tutorial_batch_hard --out trace.json [--compare benchmarks/results/...json]
@@ -51,12 +52,16 @@ def trace_run(name: str, calls: int, data_root: str) -> dict:
                      "shape": list(data.shape), "training": module.training,
                      "sha1": hashlib.sha1(data.numpy().tobytes()).hexdigest()[:16]})
 
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
-        with tempfile.TemporaryDirectory() as runs:
-            record = run_experiment(exps[name], data_root, runs, "cpu", progress=False)
-    finally:
-        handle.remove()
+    exp = exps[name]
+    trunks = {e.run_name: e for e in exps.values()}
+    with tempfile.TemporaryDirectory() as runs:
+        if exp.trunk_from:   # the run it starts from trains first, untraced
+            run_experiment(trunks[exp.trunk_from], data_root, runs, "cpu", progress=False)
+        handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        try:
+            record = run_experiment(exp, data_root, runs, "cpu", progress=False)
+        finally:
+            handle.remove()
     return {"run": record["run_name"], "numerics": numerics.describe("cpu"),
             "metrics": record["metrics"], "losses": [h.get("loss") for h in record["history"]],
             "calls": rows}
