@@ -86,3 +86,15 @@ def test_runs_from_other_code_are_set_aside_before_a_refresh(tmp_path, capsys):
     assert (stamp / "old" / "best.pt").read_bytes() == b"weights"   # moved, not deleted
     assert "2 smoke run(s) trained by other code" in capsys.readouterr().out
     assert set_aside_stale_runs(runs, "smoke") == []
+
+
+def test_book_runs_of_some_chapters_are_those_chapters_runs_only():
+    """`reidnb book --only 03 04` trains ahead only what those two chapters read."""
+    every = book_runs("smoke", "synthreid", "full")
+    some = book_runs("smoke", "synthreid", "full",
+                     {"03_lakshmi_siamese_tutorial", "04_jeong2020_uniformity"})
+    names = {e.name for e in some}
+    assert {e.run_name for e in some} < {e.run_name for e in every}
+    assert "lakshmi_tutorial_batch_hard" in names and "jeong2020_full" in names
+    assert not any(n.startswith(("li2019", "jamal2020", "zheng2019")) for n in names)
+    assert book_runs("smoke", "synthreid", "full", set()) == []

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -53,10 +52,10 @@ def trace_run(name: str, calls: int, data_root: str) -> dict:
                      "sha1": hashlib.sha1(data.numpy().tobytes()).hexdigest()[:16]})
 
     exp = exps[name]
-    trunks = {e.run_name: e for e in exps.values()}
+    by_run_name = {e.run_name: e for e in exps.values()}
     with tempfile.TemporaryDirectory() as runs:
         if exp.trunk_from:   # the run it starts from trains first, untraced
-            run_experiment(trunks[exp.trunk_from], data_root, runs, "cpu", progress=False)
+            run_experiment(by_run_name[exp.trunk_from], data_root, runs, "cpu", progress=False)
         handle = torch.nn.modules.module.register_module_forward_hook(hook)
         try:
             record = run_experiment(exp, data_root, runs, "cpu", progress=False)

@@ -130,14 +130,18 @@ def declared_parameters(src: Path) -> set[str]:
     return names
 
 
-def book_runs(profile: str, dataset: str | None = None, scope: str | None = None) -> list:
+def book_runs(profile: str, dataset: str | None = None, scope: str | None = None,
+              chapters: set[str] | None = None) -> list:
     """Every run the chapters' plans make in `profile` and `scope` (None: the profile's
     default), each once (the IDE trunk that every chapter starts from counts once), in chapter
-    order."""
+    order; only those of `chapters` (notebook stems, e.g. "05_li2019_self_attention") when
+    given."""
     from ..papers import MODULES
 
     seen: dict = {}
     for module in sorted(MODULES, key=lambda m: m.CHAPTER):
+        if chapters is not None and module.CHAPTER not in chapters:
+            continue
         for group in module.plan(profile, dataset, scope).values():
             for exp in group:
                 seen.setdefault(exp.run_name, exp)
@@ -157,19 +161,6 @@ def finished_runs(exps: list, runs_dir: str | Path) -> dict[str, float]:
         if rec.get("status") == "complete":
             done[exp.run_name] = float(rec.get("wall_time_s") or 0.0)
     return done
-
-
-def _chapter_runs(src: Path, profile: str, scope: str | None) -> list:
-    """The runs of the chapter whose source is `src` (its paper module's plan), each once."""
-    from ..papers import MODULES
-
-    seen: dict = {}
-    for module in MODULES:
-        if module.CHAPTER == src.stem:
-            for group in module.plan(profile, "synthreid", scope).values():
-                for exp in group:
-                    seen.setdefault(exp.run_name, exp)
-    return list(seen.values())
 
 
 def runs_progress(exps: list, runs_dir: str | Path, cached: set[str]) -> str:
@@ -231,9 +222,8 @@ def main_job(profile: str = "synthetic", data_root: str = "data", out: str = "bu
         from .train_ahead import train_ahead
         print("[2/4] training the book's runs before the chapters read them", flush=True)
         t = time.perf_counter()
-        chapter_runs = book_runs(profile, "synthreid", scope) if not only else \
-            list({e.run_name: e for src in srcs
-                  for e in _chapter_runs(src, profile, scope)}.values())
+        chapter_runs = book_runs(profile, "synthreid", scope,
+                                 {src.stem for src in srcs} if only else None)
         train_ahead(chapter_runs, REPO / data_root, runs_dir, device, workers)
         timings["runs"] = time.perf_counter() - t
         print(f"      {runs_progress(runs, runs_dir, cached)} ({timings['runs']:.0f} s)",
