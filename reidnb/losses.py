@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .portable_ops import sqrt
+
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
                   ) -> torch.Tensor:
@@ -19,10 +21,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
 
 def pairwise_distances(x: torch.Tensor, y: torch.Tensor | None = None, squared: bool = False
                        ) -> torch.Tensor:
-    """Euclidean distances (N,D),(M,D) -> (N,M), clamped before the square root for stable grads."""
+    """Euclidean distances (N,D),(M,D) -> (N,M), clamped before the square root for stable grads
+    (a correctly rounded root: `portable_ops.sqrt`)."""
     y = x if y is None else y
     d2 = (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * x @ y.t()).clamp_min(0)
-    return d2 if squared else d2.clamp_min(1e-12).sqrt()
+    return d2 if squared else sqrt(d2.clamp_min(1e-12))
 
 
 def hardest_distances(feat: torch.Tensor, pids: torch.Tensor

@@ -18,6 +18,7 @@ The **portable** mode (`REIDNB_NUMERICS=portable`) fixes every one of those choi
 | MKL's GEMM branch per CPU | conditional numerical reproducibility, `MKL_CBWR=COMPATIBLE` |
 | threads = cores | 2 threads for torch, OpenMP and MKL, whatever the core count |
 | numpy's SIMD loops | `NPY_DISABLE_CPU_FEATURES`: the x86-64-v2 baseline only |
+| MKL's vector math behind `torch.sqrt` (1 ulp off, which inputs depends on the CPU) | nothing can pin it: the library calls `reidnb.portable_ops.sqrt` instead, in every mode |
 
 It is what `make test` (nbval) and `make notebooks` (the committed smoke notebooks) run under,
 so the committed outputs are those of every machine. It costs about 3x in training speed on

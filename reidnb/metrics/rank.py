@@ -52,7 +52,7 @@ Multi-query (Market-1501 "MQ"): pool the features of several images of a query p
 one camera, then rank with the pooled feature::
 
     qf_mq, q_pids_mq, q_camids_mq = pool_multi_query(qf, q_pids, q_camids, how="mean")
-    distmat = torch.cdist(qf_mq, gf)
+    distmat = pairwise_distances(qf_mq, gf)   # reidnb.losses; correctly rounded roots
     cmc, mAP = evaluate_rank(distmat, q_pids_mq, g_pids, q_camids_mq, g_camids)
 
 In the Market-1501 release the query folder holds one image per identity and camera, so the

@@ -72,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import portable_ops
 from .backbones import build_backbone
 from .heads import ReIDOutput
 
@@ -343,4 +344,4 @@ def consistency(p1: torch.Tensor, p2: torch.Tensor, norm: str = "plain",
     """||M*_1 - M*_2|| per pair (P,) (Eq. 5): sqrt(sum (p1 - p2)^2 + eps) or the squared sum."""
     check_choice("consistency", "norm", norm, SA_NORMS)
     sq = (p1 - p2).pow(2).sum(dim=1)
-    return (sq + eps).sqrt() if norm == "plain" else sq
+    return portable_ops.sqrt(sq + eps) if norm == "plain" else sq
