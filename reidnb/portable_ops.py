@@ -26,7 +26,8 @@ class _RoundedSqrt(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
             # numpy's sqrt is the IEEE square-root instruction: correctly rounded on every x86-64
-            y = torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+            a = x.detach().contiguous().numpy()
+            y = torch.from_numpy(np.sqrt(a, out=np.empty_like(a)))  # an array even for 0-d x
         else:
             y = torch.sqrt(x)  # CUDA's sqrt is correctly rounded; other dtypes are not pinned
         ctx.save_for_backward(y)

@@ -36,11 +36,13 @@ def test_sqrt_is_correctly_rounded_bit_for_bit(awkward_values):
     assert np.array_equal(got.view(np.int32), want.view(np.int32))
 
 
-def test_sqrt_keeps_shape_layout_and_float64(awkward_values):
+def test_sqrt_keeps_shape_layout_0d_empty_and_float64(awkward_values):
     x = awkward_values[:600].reshape(20, 30).t()      # non-contiguous input
     got = portable_ops.sqrt(x)
     assert got.shape == (30, 20)
     assert torch.equal(got, torch.from_numpy(_rounded_reference(x.numpy())))
+    assert portable_ops.sqrt(torch.tensor(6.25)).item() == 2.5          # a 0-d tensor
+    assert portable_ops.sqrt(torch.empty(0, 3)).shape == (0, 3)
     d = awkward_values.double()[:1000]
     assert portable_ops.sqrt(d).dtype == torch.float64
     assert torch.equal(portable_ops.sqrt(d), torch.from_numpy(np.sqrt(d.numpy())))
